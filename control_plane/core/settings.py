@@ -1,0 +1,120 @@
+"""One typed settings object for the whole control plane.
+
+Environment variables keep the names of the service Conch replaces (seed 000):
+INFERENCE_PORT, INFERENCE_MAX_LOADED_MODELS, INFERENCE_RATE_LIMIT, DATABASE_URL,
+SECRET_KEY, MODEL_EVENTS_REDIS_URL. Conch's own knobs are prefixed CONCH_.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from control_plane.core.paths import default_model_repository, state_dir
+
+# Only accepted in development mode; any other environment refuses to start with it.
+DEVELOPMENT_SECRET_KEY = "conch-development-secret-do-not-use-in-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONCH_", extra="ignore", populate_by_name=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # --- seed 000 variables (unprefixed) ---
+    inference_port: int = Field(8081, validation_alias=AliasChoices("INFERENCE_PORT"))
+    max_loaded_models: int = Field(
+        10, ge=1, validation_alias=AliasChoices("INFERENCE_MAX_LOADED_MODELS")
+    )
+    rate_limit: str = Field("100/minute", validation_alias=AliasChoices("INFERENCE_RATE_LIMIT"))
+    database_url: str = Field(
+        default_factory=lambda: f"sqlite+aiosqlite:///{state_dir() / 'conch.db'}",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(DEVELOPMENT_SECRET_KEY), validation_alias=AliasChoices("SECRET_KEY")
+    )
+    # Redis for rate limits and features; model events may live elsewhere (seed: db 3).
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL"))
+    model_events_redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("MODEL_EVENTS_REDIS_URL")
+    )
+    model_events_channel: str = "conch:model_events"
+
+    # --- Triton ---
+    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_http_url: str = "127.0.0.1:8000"
+    triton_timeout_s: float = 10.0
+    model_repository: Path = Field(default_factory=default_model_repository)
+
+    # --- behaviour ---
+    rate_limit_enabled: bool = True
+    # Per-process limit used only while Redis is unreachable.
+    rate_limit_fallback: str = "100/minute"
+    key_cache_ttl_s: float = 30.0
+    reconcile_interval_s: float = 30.0
+    model_load_timeout_s: float = 60.0
+
+    @field_validator("rate_limit", "rate_limit_fallback")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> Settings:
+        secret = self.secret_key.get_secret_value()
+        if self.environment == "production" and (
+            not secret or secret == DEVELOPMENT_SECRET_KEY or len(secret) < 32
+        ):
+            raise ValueError(
+                "SECRET_KEY must be set to a random value of at least 32 characters "
+                "outside development (CONCH_ENVIRONMENT=production)"
+            )
+        return self
+
+    @property
+    def events_redis_url(self) -> str | None:
+        return self.model_events_redis_url or self.redis_url
+
+
+_UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+def parse_rate(rate: str) -> tuple[int, float]:
+    """'100/minute' -> (100, 60.0). Also accepts '10/second', '5/2minute' is not supported."""
+    try:
+        count_text, unit = rate.strip().split("/", 1)
+        count = int(count_text)
+        unit = unit.strip().lower().rstrip("s")
+        period = _UNITS[unit]
+    except (ValueError, KeyError) as exc:
+        raise ValueError(
+            f"rate {rate!r} is not of the form N/second|minute|hour|day"
+        ) from exc
+    if count < 1:
+        raise ValueError(f"rate {rate!r} must allow at least one request")
+    return count, period
+
+
+def async_database_url(url: str) -> str:
+    """Accept plain URLs (postgresql://, sqlite:///) and pick the async driver."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Triton: the embedded server Conch starts, and the client the API uses."""

@@ -1,0 +1,254 @@
+"""Start and stop the `tritonserver` binary shipped in the nvidia-pytriton wheel.
+
+The wheel carries Triton 2.51 with only the Python backend. Conch assembles a
+backend directory at start: pytriton's `python/` backend (with the stub built
+for the running Python) beside Conch's Python-based backends from
+`triton/config/backends/` (`onnxruntime`, `pytorch`), so a `config.pbtxt` that
+names `backend: "onnxruntime"` runs unchanged here and in NVIDIA's container.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import site
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from control_plane.core.paths import BACKENDS_SOURCE_DIR, state_dir
+from control_plane.core.process import ManagedProcess, ProcessStartError, port_is_free, tail
+
+# Environment variable through which backends find the virtualenv's packages:
+# the stub embeds libpython and ignores PYTHONPATH.
+SITE_PACKAGES_ENV = "CONCH_BACKEND_SITE_PACKAGES"
+
+
+class TritonStartError(ProcessStartError):
+    """Triton could not be started; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    binary: Path
+    libs_dir: Path
+    python_backend_dir: Path
+    stub: Path
+    libpython_dir: Path
+
+    @classmethod
+    def locate(cls) -> TritonInstallation:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise TritonStartError(
+                "tritonserver binary not found: the nvidia-pytriton package is not installed "
+                "(pip install nvidia-pytriton), or pass --triton-url to use an external Triton"
+            )
+        package_dir = Path(next(iter(spec.submodule_search_locations)))
+        server_dir = package_dir / "tritonserver"
+        binary = server_dir / "bin" / "tritonserver"
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            raise TritonStartError(f"tritonserver binary missing or not executable at {binary}")
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.is_file():
+            raise TritonStartError(
+                f"nvidia-pytriton ships no Python backend stub for Python {version} ({stub})"
+            )
+        return cls(
+            binary=binary,
+            libs_dir=package_dir.parent / "nvidia_pytriton.libs",
+            python_backend_dir=server_dir / "backends" / "python",
+            stub=stub,
+            libpython_dir=_shared_libpython_dir(version),
+        )
+
+
+def _shared_libpython_dir(version: str) -> Path:
+    """The directory holding libpython3.X.so.1.0, which the backend stub links against."""
+    name = f"libpython{version}.so.1.0"
+    candidates = [
+        sysconfig.get_config_var("LIBDIR"),
+        str(Path(sys.base_prefix) / "lib"),
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ]
+    for directory in candidates:
+        if directory and (Path(directory) / name).exists():
+            return Path(directory)
+    raise TritonStartError(
+        f"shared library {name} not found: Triton's Python backend needs a Python built "
+        f"with --enable-shared (e.g. apt install libpython{version}, or pyenv with "
+        "PYTHON_CONFIGURE_OPTS=--enable-shared)"
+    )
+
+
+@dataclass
+class EmbeddedTriton:
+    """One tritonserver process in explicit model-control mode."""
+
+    model_repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"
+    load_models: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    startup_timeout_s: float = 60.0
+    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    _workdir: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def start(self) -> EmbeddedTriton:
+        installation = TritonInstallation.locate()
+        if not self.model_repository.is_dir():
+            raise TritonStartError(f"model repository {self.model_repository} does not exist")
+        for label, port in (
+            ("HTTP", self.http_port),
+            ("gRPC", self.grpc_port),
+            ("metrics", self.metrics_port),
+        ):
+            if not port_is_free(port, self.host):
+                raise TritonStartError(f"Triton {label} port {port} is already in use on {self.host}")
+
+        state = state_dir()
+        state.mkdir(parents=True, exist_ok=True)
+        self._workdir = Path(tempfile.mkdtemp(prefix="triton-", dir=state))
+        backend_dir = _assemble_backends(installation, self._workdir / "backends")
+        log_path = self.log_path or state / "logs" / f"triton-{self.grpc_port}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+
+        argv = [
+            str(installation.binary),
+            f"--model-repository={self.model_repository}",
+            "--model-control-mode=explicit",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            # Readiness must not depend on a model that failed to load: Conch reports
+            # per-model state itself.
+            "--strict-readiness=false",
+            "--exit-on-error=false",
+            "--log-verbose=0",
+        ]
+        argv += [f"--load-model={name}" for name in self.load_models]
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p
+            for p in (
+                str(installation.libs_dir),
+                str(installation.libpython_dir),
+                env.get("LD_LIBRARY_PATH", ""),
+            )
+            if p
+        )
+        env[SITE_PACKAGES_ENV] = os.pathsep.join(_site_packages())
+        self._process = ManagedProcess("tritonserver", argv, log_path=log_path, env=env)
+        self._process.spawn()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        url = f"http://{self.host}:{self.http_port}/v2/health/live"
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            code = self._process.exit_code()
+            if code is not None:
+                raise TritonStartError(
+                    f"tritonserver exited with code {code} during start-up: "
+                    f"{_last_error(self._process.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise TritonStartError(
+            f"tritonserver was not live within {self.startup_timeout_s:.0f}s "
+            f"(log: {self._process.log_path})"
+        )
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.running()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+            self._process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _assemble_backends(installation: TritonInstallation, target: Path) -> Path:
+    """pytriton's Python backend plus Conch's Python-based backends, in one directory."""
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True)
+    # Copies, not links: Triton refuses a backend library that resolves outside
+    # its backend directory, and the stub must sit next to it, built for this Python.
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(installation.python_backend_dir / name, python_dir / name)
+    shutil.copy2(installation.stub, python_dir / "triton_python_backend_stub")
+    for backend in sorted(BACKENDS_SOURCE_DIR.iterdir()):
+        if (backend / "model.py").is_file():
+            (target / backend.name).symlink_to(backend, target_is_directory=True)
+    return target
+
+
+def _site_packages() -> list[str]:
+    paths = [*site.getsitepackages()]
+    user = site.getusersitepackages()
+    if user and Path(user).is_dir():
+        paths.append(user)
+    return paths
+
+
+def _last_error(log_path: Path) -> str:
+    lines = [line for line in tail(log_path, 40).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("E") or "error" in line.lower():
+            return line.strip()
+    return lines[-1].strip() if lines else f"no output (log: {log_path})"

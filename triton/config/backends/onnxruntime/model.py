@@ -1,0 +1,108 @@
+"""Python-based `onnxruntime` backend for the embedded Triton.
+
+Every model whose config.pbtxt says `backend: "onnxruntime"` runs through this
+file when Conch embeds pytriton's Triton (which ships only the Python backend);
+NVIDIA's container runs the same config with its native backend. It honours the
+config's inputs, outputs and `max_batch_size`, runs a whole dynamic batch in one
+session call, and uses onnxruntime's CUDA provider on KIND_GPU instances when
+onnxruntime-gpu is installed.
+
+Tensors cross the stub boundary without copies. Triton 2.51's stub and numpy 1.x
+disagree on DLPack capsule names (each renames the consumed capsule differently
+and the other's deleter then raises), so under numpy 1.x tensors go through the
+stub's numpy views; under numpy 2.x, where the numpy views came back empty on
+the GPU machine, they go through DLPack.
+"""
+
+import json
+import os
+import sys
+
+# The backend stub embeds libpython and ignores PYTHONPATH: Conch passes the
+# virtualenv's site-packages explicitly.
+for _path in reversed(os.environ.get("CONCH_BACKEND_SITE_PACKAGES", "").split(os.pathsep)):
+    if _path and _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+_NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+
+
+def _to_numpy(tensor):
+    return np.from_dlpack(tensor) if _NUMPY_2 else tensor.as_numpy()
+
+
+def _from_numpy(name, array):
+    return pb_utils.Tensor.from_dlpack(name, array) if _NUMPY_2 else pb_utils.Tensor(name, array)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.max_batch_size = int(config.get("max_batch_size", 0))
+        self.input_names = [spec["name"] for spec in config["input"]]
+        self.output_names = [spec["name"] for spec in config["output"]]
+        filename = config.get("default_model_filename") or "model.onnx"
+        path = os.path.join(args["model_repository"], args["model_version"], filename)
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        parameters = config.get("parameters", {})
+        threads = parameters.get("intra_op_thread_count", {}).get("string_value")
+        if threads:
+            options.intra_op_num_threads = int(threads)
+
+        providers = ["CPUExecutionProvider"]
+        if args["model_instance_kind"] == "GPU":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise pb_utils.TritonModelException(
+                    "instance kind KIND_GPU needs onnxruntime-gpu (CUDAExecutionProvider); "
+                    "use KIND_CPU or install onnxruntime-gpu"
+                )
+            device_id = int(args["model_instance_device_id"])
+            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
+
+        session_inputs = {i.name for i in self.session.get_inputs()}
+        session_outputs = {o.name for o in self.session.get_outputs()}
+        missing = [n for n in self.input_names if n not in session_inputs]
+        missing += [n for n in self.output_names if n not in session_outputs]
+        if missing:
+            raise pb_utils.TritonModelException(
+                f"config.pbtxt names tensors the ONNX file does not have: {missing}"
+            )
+
+    def execute(self, requests):
+        if self.max_batch_size == 0:
+            return [self._run_batch([request])[0] for request in requests]
+        return self._run_batch(requests)
+
+    def _run_batch(self, requests):
+        """Concatenate the requests along the batch axis, run once, split the results."""
+        feeds = {}
+        sizes = []
+        for name in self.input_names:
+            arrays = [_to_numpy(pb_utils.get_input_tensor_by_name(r, name)) for r in requests]
+            if not sizes:
+                sizes = [a.shape[0] if self.max_batch_size else 1 for a in arrays]
+            feeds[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        try:
+            results = self.session.run(self.output_names, feeds)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            error = pb_utils.TritonError(f"onnxruntime failed: {exc}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+
+        responses = []
+        offset = 0
+        for size in sizes:
+            tensors = []
+            for name, result in zip(self.output_names, results):
+                part = result[offset : offset + size] if self.max_batch_size else result
+                tensors.append(_from_numpy(name, np.ascontiguousarray(part)))
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            offset += size
+        return responses
