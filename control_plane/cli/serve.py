@@ -1,9 +1,127 @@
-"""`conch` subcommands: serve."""
+"""`conch serve`: the embedded stack plus the control plane, until Ctrl-C."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
 import typer
+import uvicorn
+from rich.console import Console
+
+from control_plane.core.paths import default_model_repository
+from control_plane.core.process import ProcessStartError
+from control_plane.core.stack import EmbeddedStack, StackConfig
+
+console = Console(stderr=True)
+
+TritonUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--triton-url",
+        help="gRPC host:port of an external Triton (e.g. the NGC container); "
+        "without it Conch starts the embedded tritonserver.",
+    ),
+]
+TritonHttpUrl = Annotated[
+    str | None,
+    typer.Option("--triton-http-url", help="HTTP host:port of the external Triton, if any."),
+]
+Repository = Annotated[
+    Path,
+    typer.Option("--repository", help="Triton model repository root.", file_okay=False),
+]
+Port = Annotated[
+    int | None,
+    typer.Option("--port", help="Control-plane port [default: INFERENCE_PORT or 8081]."),
+]
+Host = Annotated[str, typer.Option("--host", help="Address every server listens on.")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Control-plane worker processes.")]
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the root CLI."""
+    app.command("serve")(serve)
+
+
+def serve(
+    triton_url: TritonUrl = None,
+    triton_http_url: TritonHttpUrl = None,
+    repository: Repository = default_model_repository(),
+    port: Port = None,
+    host: Host = "127.0.0.1",
+    workers: Workers = 1,
+    http_port: Annotated[int, typer.Option(help="Embedded Triton HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="Embedded Triton gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Embedded Triton metrics port.")] = 8002,
+) -> None:
+    """Start Triton (embedded unless --triton-url), Redis (embedded unless REDIS_URL) and
+    the control plane, print the URLs, and serve until Ctrl-C stops all of them."""
+    config = StackConfig(
+        model_repository=repository.resolve(),
+        triton_url=triton_url,
+        triton_http_url=triton_http_url,
+        redis_url=os.environ.get("REDIS_URL") or None,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        host=host,
+    )
+    run_stack(config, port=port, workers=workers)
+
+
+def run_stack(
+    config: StackConfig,
+    *,
+    port: int | None,
+    workers: int,
+    before_serve: Callable[[EmbeddedStack, int], None] | None = None,
+) -> None:
+    """Start the stack, run `before_serve` (e.g. seed the demo), serve, tear everything down."""
+    port = port or int(os.environ.get("INFERENCE_PORT", "8081"))
+    config.model_repository.mkdir(parents=True, exist_ok=True)
+    try:
+        with console.status("starting Redis and Triton..."):
+            stack = EmbeddedStack(config).start()
+    except ProcessStartError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    try:
+        _export_environment(stack, config)
+        if before_serve is not None:
+            before_serve(stack, port)
+        _print_urls(stack, config.host, port)
+        uvicorn.run(
+            "control_plane.app:create_app",
+            factory=True,
+            host=config.host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level="info",
+        )
+    finally:
+        console.print("stopping Triton and Redis...")
+        stack.stop()
+
+
+def _export_environment(stack: EmbeddedStack, config: StackConfig) -> None:
+    # The control plane reads its settings from the environment; uvicorn workers inherit it.
+    os.environ["REDIS_URL"] = stack.redis_url
+    os.environ["CONCH_TRITON_GRPC_URL"] = stack.triton_grpc_url
+    if stack.triton_http_url:
+        os.environ["CONCH_TRITON_HTTP_URL"] = stack.triton_http_url
+    os.environ["CONCH_MODEL_REPOSITORY"] = str(config.model_repository)
+
+
+def _print_urls(stack: EmbeddedStack, host: str, port: int) -> None:
+    console.print(f"[bold]Conch control plane[/bold]  http://{host}:{port}  (docs: /docs)")
+    console.print(f"Triton gRPC           {stack.triton_grpc_url}")
+    if stack.triton_http_url:
+        console.print(f"Triton HTTP           http://{stack.triton_http_url}")
+    if stack.triton is not None:
+        console.print(f"Triton metrics        {stack.triton.metrics_url}")
+    console.print(f"Redis                 {stack.redis_url}")
+    console.print("Press Ctrl-C to stop.")

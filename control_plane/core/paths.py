@@ -19,4 +19,6 @@ def state_dir() -> Path:
 
 
 def default_model_repository() -> Path:
-    return Path(os.environ.get("CONCH_MODEL_REPOSITORY", PROJECT_ROOT / "model_repository")).resolve()
+    return Path(
+        os.environ.get("CONCH_MODEL_REPOSITORY", PROJECT_ROOT / "model_repository")
+    ).resolve()

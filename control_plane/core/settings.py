@@ -98,9 +98,7 @@ def parse_rate(rate: str) -> tuple[int, float]:
         unit = unit.strip().lower().rstrip("s")
         period = _UNITS[unit]
     except (ValueError, KeyError) as exc:
-        raise ValueError(
-            f"rate {rate!r} is not of the form N/second|minute|hour|day"
-        ) from exc
+        raise ValueError(f"rate {rate!r} is not of the form N/second|minute|hour|day") from exc
     if count < 1:
         raise ValueError(f"rate {rate!r} must allow at least one request")
     return count, period

@@ -128,7 +128,9 @@ class EmbeddedTriton:
             ("metrics", self.metrics_port),
         ):
             if not port_is_free(port, self.host):
-                raise TritonStartError(f"Triton {label} port {port} is already in use on {self.host}")
+                raise TritonStartError(
+                    f"Triton {label} port {port} is already in use on {self.host}"
+                )
 
         state = state_dir()
         state.mkdir(parents=True, exist_ok=True)
