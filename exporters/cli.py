@@ -1,7 +1,267 @@
-"""`conch export ...`: one subcommand per framework."""
+"""`conch export ...`: one subcommand per framework, plus `demo`.
+
+Every export converts the model, writes it to a staging directory inside the
+model repository, checks parity through a private embedded Triton and only
+then publishes it under an immutable, content-addressed name.
+"""
 
 from __future__ import annotations
 
-import typer
+import enum
+import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Literal
 
-app = typer.Typer(help="Export a trained model into the Triton model repository.", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from control_plane.core.paths import default_model_repository
+from control_plane.core.process import ProcessStartError
+from exporters.errors import ExportError
+from exporters.pipeline import ExportResult, ProgressHook, ServingOptions
+
+TRUST_WARNING = "Loading a pickle executes code stored in it: export only files you trust."
+
+app = typer.Typer(
+    help="Export a trained model into the Triton model repository, parity-checked "
+    "through a real Triton before it is published.",
+    no_args_is_help=True,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+class InstanceKind(enum.StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class TorchFormat(enum.StrEnum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+
+
+ModelPath = Annotated[Path, typer.Argument(help="The trained model file.", show_default=False)]
+NameOpt = Annotated[
+    str, typer.Option("--name", help="Model name; the Triton name adds a content hash.")
+]
+RepositoryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Triton model repository (default: $CONCH_MODEL_REPOSITORY or ./model_repository)."
+    ),
+]
+SampleOpt = Annotated[
+    Path,
+    typer.Option(
+        "--sample-data",
+        help="Held-out rows for the parity check: .npy, or .csv (a header row names the features).",
+    ),
+]
+ToleranceOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Parity tolerance (default: 1e-5 absolute for probabilities, 1e-4 relative "
+        "for regression and network outputs).",
+    ),
+]
+KindOpt = Annotated[InstanceKind, typer.Option(help="Where Triton runs the model.")]
+InstancesOpt = Annotated[int, typer.Option(min=1, help="Model instances Triton runs.")]
+BatchOpt = Annotated[
+    int, typer.Option(min=0, help="Largest batch Triton forms (0 disables batching).")
+]
+DelayOpt = Annotated[
+    int, typer.Option(min=0, help="How long Triton waits to fill a dynamic batch, in µs.")
+]
+
+
+def _options(kind: InstanceKind, instances: int, max_batch: int, delay: int) -> ServingOptions:
+    return ServingOptions(
+        max_batch_size=max_batch,
+        instance_kind="gpu" if kind is InstanceKind.gpu else "cpu",
+        instances=instances,
+        max_queue_delay_us=delay,
+    )
+
+
+@contextmanager
+def _steps(title: str) -> Iterator[ProgressHook]:
+    """A spinner naming the current step; each finished step is printed with a check mark."""
+    labels = {
+        "convert": "convert to the serving format",
+        "write": "write model, config.pbtxt",
+        "parity": "parity check through Triton",
+        "publish": "write manifest, publish",
+    }
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task(title, total=None)
+        current: list[str] = []
+
+        def hook(step: str) -> None:
+            if current:
+                progress.console.print(f"  [green]✓[/] {current[-1]}")
+            current.append(labels.get(step, step))
+            progress.update(task, description=f"{title}: {current[-1]}")
+
+        yield hook
+        if current:
+            progress.console.print(f"  [green]✓[/] {current[-1]}")
+
+
+def _run(title: str, export: Callable[[ProgressHook], ExportResult]) -> None:
+    try:
+        with _steps(title) as hook:
+            result = export(hook)
+    except (ExportError, ProcessStartError, OSError) as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    parity = result.manifest.parity
+    state = "already published (unchanged)" if result.reused else "published"
+    console.print(f"[bold]{result.triton_name}[/] {state} in {result.path.parent}")
+    console.print(
+        f"parity: {'passed' if parity.passed else 'FAILED'} on {parity.rows} rows, {parity.detail}"
+    )
+
+
+def _repository(repository: Path | None) -> Path:
+    return repository or default_model_repository()
+
+
+def _tabular_command(framework: str, help: str) -> None:
+    """Register `conch export <framework>`: the three tabular exporters share their options."""
+
+    def command(
+        model: ModelPath,
+        name: NameOpt,
+        sample_data: SampleOpt,
+        repository: RepositoryOpt = None,
+        tolerance: ToleranceOpt = None,
+        instance_kind: KindOpt = InstanceKind.cpu,
+        instances: InstancesOpt = 1,
+        max_batch_size: BatchOpt = 64,
+        max_queue_delay_us: DelayOpt = 100,
+    ) -> None:
+        # Imported here: each framework is an optional extra.
+        module = importlib.import_module(f"exporters.{framework}_exporter")
+        export = getattr(module, f"export_{framework}")
+        options = _options(instance_kind, instances, max_batch_size, max_queue_delay_us)
+        _run(
+            f"{framework} {name}",
+            lambda hook: export(
+                model, name=name, repository=_repository(repository), sample=sample_data,
+                tolerance=tolerance, options=options, progress=hook,
+            ),
+        )  # fmt: skip
+
+    app.command(name=framework, help=help)(command)
+
+
+_tabular_command("sklearn", f"scikit-learn estimator or Pipeline (.joblib / .pkl). {TRUST_WARNING}")
+_tabular_command("xgboost", "XGBoost model saved with save_model (.json / .ubj; no code runs).")
+_tabular_command("lightgbm", "LightGBM model saved with save_model (.txt; no code runs).")
+
+
+@app.command(
+    help="PyTorch model: a TorchScript archive (torch.jit.save; no code runs) or a pickled "
+    f"nn.Module (torch.save). {TRUST_WARNING}"
+)
+def torch(
+    model: ModelPath,
+    name: NameOpt,
+    input_shape: Annotated[
+        str | None,
+        typer.Option(help="Shape of one sample without the batch axis, e.g. 256 or 3,224,224."),
+    ] = None,
+    sample_data: Annotated[
+        Path | None,
+        typer.Option(help="Held-out rows (.npy); seeded random rows of --input-shape otherwise."),
+    ] = None,
+    format: Annotated[
+        TorchFormat,
+        typer.Option(help="onnx (onnxruntime backend) or torchscript (pytorch backend)."),
+    ] = TorchFormat.onnx,
+    repository: RepositoryOpt = None,
+    tolerance: ToleranceOpt = None,
+    instance_kind: KindOpt = InstanceKind.cpu,
+    instances: InstancesOpt = 1,
+    max_batch_size: BatchOpt = 64,
+    max_queue_delay_us: DelayOpt = 100,
+) -> None:
+    from exporters.torch_exporter import export_torch
+
+    try:
+        shape = tuple(int(d) for d in input_shape.split(",")) if input_shape else None
+    except ValueError:
+        message = f"--input-shape must be integers separated by commas, not {input_shape!r}"
+        errors.print(f"[red]error:[/] {message}")
+        raise typer.Exit(1) from None
+    options = _options(instance_kind, instances, max_batch_size, max_queue_delay_us)
+    torch_format: Literal["onnx", "torchscript"] = (
+        "torchscript" if format is TorchFormat.torchscript else "onnx"
+    )
+    _run(
+        f"torch {name}",
+        lambda hook: export_torch(
+            model, name=name, repository=_repository(repository), input_shape=shape,
+            sample=sample_data, format=torch_format,
+            tolerance=tolerance, options=options, progress=hook,
+        ),
+    )  # fmt: skip
+
+
+@app.command(
+    help="Conch recommender (.npz from exporters.implicit: iALS or item-kNN; no code runs)."
+)
+def recommender(
+    model: ModelPath,
+    name: NameOpt,
+    max_k: Annotated[
+        int | None, typer.Option(min=1, help="Items returned per user (default: min(items, 1000)).")
+    ] = None,
+    repository: RepositoryOpt = None,
+    instance_kind: KindOpt = InstanceKind.cpu,
+    instances: InstancesOpt = 1,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Largest batch Triton forms.")] = 64,
+    max_queue_delay_us: DelayOpt = 100,
+) -> None:
+    from exporters.recommender import export_recommender
+
+    options = _options(instance_kind, instances, max_batch_size, max_queue_delay_us)
+    _run(
+        f"recommender {name}",
+        lambda hook: export_recommender(
+            model, name=name, repository=_repository(repository), max_k=max_k,
+            options=options, progress=hook,
+        ),
+    )  # fmt: skip
+
+
+@app.command(help="Build the demo models (offline, seeded); a no-op when they are already built.")
+def demo(
+    repository: RepositoryOpt = None,
+    instance_kind: Annotated[
+        InstanceKind, typer.Option(help="Where the TorchScript MLP runs (the others stay on CPU).")
+    ] = InstanceKind.cpu,
+) -> None:
+    from exporters.demo import build_demo
+
+    try:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+        ) as progress:
+            task = progress.add_task("demo models", total=None)
+            built = build_demo(
+                _repository(repository),
+                progress=lambda message: progress.update(task, description=f"demo: {message}"),
+                instance_kind="gpu" if instance_kind is InstanceKind.gpu else "cpu",
+            )
+    except (ExportError, ProcessStartError, OSError) as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    for field, value in built.model_dump(exclude={"demo_version"}).items():
+        console.print(f"{field}: {value}")
