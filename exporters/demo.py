@@ -9,7 +9,6 @@ intact returns at once.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from exporters.repository import find_published
 from exporters.session import ExportSession
 
 DEMO_INDEX = ".demo.json"
+# The trained source models, kept so anyone can compare Triton's answers with them.
+DEMO_SOURCES = ".demo-sources"
 DEMO_VERSION = 1
 MLP_FEATURES = 256
 MLP_HIDDEN = 1024
@@ -80,11 +81,9 @@ def build_demo(
     if existing is not None:
         return existing
     report = progress or (lambda _: None)
-    with (
-        tempfile.TemporaryDirectory(prefix="conch-demo-") as scratch,
-        ExportSession(repository) as session,
-    ):
-        workdir = Path(scratch)
+    workdir = repository / DEMO_SOURCES
+    workdir.mkdir(parents=True, exist_ok=True)
+    with ExportSession(repository) as session:
 
         def hook(model: str) -> ProgressHook:
             return lambda step: report(f"{model}: {step}")
@@ -120,6 +119,7 @@ def _tabular_classifier(workdir: Path, session: ExportSession, progress: Progres
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x_train, y_train)
     path = workdir / "breast_cancer.joblib"
     joblib.dump(model, path)
+    np.save(workdir / "breast_cancer_holdout.npy", x_test.astype(np.float32))
     return export_sklearn(
         path,
         name="breast-cancer-logreg",

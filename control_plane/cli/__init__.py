@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from control_plane.cli import bench, manage, serve
+from control_plane.cli import bench, demo, manage, serve
 from exporters import cli as export_cli
 
 app = typer.Typer(
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(export_cli.app, name="export")
 serve.register(app)
+demo.register(app)
 manage.register(app)
 bench.register(app)
 

@@ -49,7 +49,7 @@ def test_running_server_answers_grpc_in_explicit_mode(triton: EmbeddedTriton) ->
     metadata = client.get_server_metadata()
     assert metadata.version.startswith("2.")
     # Explicit model control: nothing is loaded until asked.
-    with pytest.raises(Exception, match="failed to load|not found|no version"):
+    with pytest.raises(Exception, match=r"failed to load|not found|no version"):
         client.load_model("no-such-model")
 
 
@@ -77,7 +77,9 @@ def test_missing_binary_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_missing_shared_libpython_is_explained() -> None:
-    with pytest.raises(TritonStartError, match=r"libpython9\.99\.so\.1\.0 not found.*enable-shared"):
+    with pytest.raises(
+        TritonStartError, match=r"libpython9\.99\.so\.1\.0 not found.*enable-shared"
+    ):
         embedded._shared_libpython_dir("9.99")
 
 

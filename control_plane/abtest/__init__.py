@@ -1,0 +1,1 @@
+"""A/B testing: conversion events, per-slot results with significance, promotion."""

@@ -1,0 +1,86 @@
+"""/api/v1/conversion_event/ and /api/v1/projects/{id}/ab_results|promote."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, status
+
+from control_plane.abtest import service
+from control_plane.abtest.schemas import (
+    MAX_EVENTS_PER_BATCH,
+    ABResults,
+    ConversionEventIn,
+    ConversionEventsAccepted,
+    PromoteRequest,
+)
+from control_plane.core.audit import audit
+from control_plane.core.errors import ConflictError
+from control_plane.core.state import SessionDep
+from control_plane.keys.deps import PredictKey, ReadKey, WriteKey, ensure_project_access
+from control_plane.slots.repository import get_project
+from control_plane.slots.schemas import SlotRead
+
+router = APIRouter(tags=["a/b testing"])
+
+
+async def _record(
+    events: list[ConversionEventIn], key: PredictKey, session: SessionDep
+) -> ConversionEventsAccepted:
+    for project_id in {e.project for e in events}:
+        ensure_project_access(key, project_id)
+    created = await service.record_events(session, events)
+    return ConversionEventsAccepted(
+        received=len(events), created=created, duplicates=len(events) - created
+    )
+
+
+@router.post("/conversion_event/", status_code=status.HTTP_201_CREATED)
+async def record_event(
+    body: ConversionEventIn, key: PredictKey, session: SessionDep
+) -> ConversionEventsAccepted:
+    return await _record([body], key, session)
+
+
+@router.post("/conversion_event/batch/", status_code=status.HTTP_201_CREATED)
+async def record_events(
+    body: Annotated[list[ConversionEventIn], Body(min_length=1, max_length=MAX_EVENTS_PER_BATCH)],
+    key: PredictKey,
+    session: SessionDep,
+) -> ConversionEventsAccepted:
+    return await _record(body, key, session)
+
+
+@router.get("/projects/{project_id}/ab_results")
+async def ab_results(
+    project_id: int,
+    key: ReadKey,
+    session: SessionDep,
+    alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
+    min_impressions: Annotated[int, Query(ge=1)] = 100,
+) -> ABResults:
+    ensure_project_access(key, project_id)
+    await get_project(session, project_id)
+    return await service.ab_results(
+        session, project_id, alpha=alpha, min_impressions=min_impressions
+    )
+
+
+@router.post("/projects/{project_id}/promote")
+async def promote(
+    project_id: int, key: WriteKey, session: SessionDep, body: PromoteRequest | None = None
+) -> list[SlotRead]:
+    ensure_project_access(key, project_id)
+    await get_project(session, project_id)
+    slot_id = body.slot_id if body else None
+    if slot_id is None:
+        results = await service.ab_results(session, project_id)
+        if results.winner_slot_id is None:
+            raise ConflictError(
+                "no slot beats the control significantly yet; pass slot_id to promote anyway",
+                project_id=project_id,
+            )
+        slot_id = results.winner_slot_id
+    slots = await service.promote(session, project_id, slot_id)
+    audit(session, key.key_id, "project.promote", "project", project_id, slot_id=slot_id)
+    return [SlotRead.model_validate(s) for s in slots]

@@ -1,0 +1,111 @@
+"""The app factory: `uvicorn control_plane.app:create_app --factory`.
+
+The lifespan creates, once per process, the SQL engine, the Redis client, the
+Triton gRPC client, the key verifier, the rate limiter and the event listener;
+handlers receive them through the dependency aliases in core/state.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from control_plane.abtest.routes import router as abtest_router
+from control_plane.core.errors import install_error_handlers
+from control_plane.core.request_id import RequestIdMiddleware
+from control_plane.core.settings import Settings, get_settings
+from control_plane.core.state import AppState
+from control_plane.db.engine import create_engine, create_sessionmaker
+from control_plane.db.migrate import upgrade
+from control_plane.events.bus import EventBus
+from control_plane.inference.routes import router as inference_router
+from control_plane.inference.runtime import RuntimeCache
+from control_plane.keys.routes import router as keys_router
+from control_plane.keys.verifier import KeyVerifier
+from control_plane.projects.routes import router as projects_router
+from control_plane.ratelimit.limiter import RateLimiter
+from control_plane.registry.routes import router as registry_router
+from control_plane.slots.routes import router as slots_router
+from control_plane.triton.client import TritonGateway
+
+logger = logging.getLogger(__name__)
+
+
+def _request_redis(url: str | None) -> Redis | None:
+    if url is None:
+        return None
+    # Short timeouts: a stalled Redis must cost a request milliseconds, not seconds.
+    return Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+    )
+
+
+def _events_redis(url: str | None) -> Redis | None:
+    if url is None:
+        return None
+    # No read timeout: the subscriber blocks on an idle channel by design; keepalive
+    # and health checks notice a dead connection instead.
+    return Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=30
+    )
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
+    """Build the ASGI app. `migrate` defaults to True for SQLite (the dev database)."""
+    settings = settings or get_settings()
+    run_migrations = settings.database_url.startswith("sqlite") if migrate is None else migrate
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            await asyncio.to_thread(upgrade, settings.database_url)
+        engine = create_engine(settings.database_url)
+        redis = _request_redis(settings.redis_url)
+        events_redis = _events_redis(settings.events_redis_url)
+        secret = settings.secret_key.get_secret_value()
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            redis=redis,
+            triton=TritonGateway(
+                settings.triton_grpc_url,
+                timeout_s=settings.triton_timeout_s,
+                load_timeout_s=settings.model_load_timeout_s,
+            ),
+            verifier=KeyVerifier(secret, settings.key_cache_ttl_s),
+            limiter=RateLimiter(redis, settings.rate_limit, settings.rate_limit_fallback),
+            events=EventBus(events_redis, settings.model_events_channel),
+            runtimes=RuntimeCache(settings.model_repository),
+        )
+        state.events.on("key_revoked", state.verifier.on_key_revoked)
+        state.events.on_subscribe(state.verifier.clear)
+        state.events.start()
+        app.state.conch = state
+        try:
+            yield
+        finally:
+            await state.events.stop()
+            await state.triton.close()
+            for client in (redis, events_redis):
+                if client is not None:
+                    await client.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Conch control plane",
+        summary="Recommendations and predictions served by NVIDIA Triton.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(inference_router)
+    for router in (projects_router, registry_router, slots_router, keys_router, abtest_router):
+        app.include_router(router, prefix="/api/v1")
+    return app

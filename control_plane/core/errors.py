@@ -1,0 +1,176 @@
+"""One error base carrying its HTTP status, one handler, one body for every error.
+
+Body (seed 002): {"error", "message", "details", "timestamp", "request_id"}.
+Expected conditions are 4xx; Triton failures are 502/503/504; nothing leaks a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from control_plane.core.request_id import current_request_id
+from control_plane.core.responses import OrjsonResponse
+
+logger = logging.getLogger(__name__)
+
+
+class ConchError(Exception):
+    status_code = 500
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequestError(ConchError):
+    status_code = 400
+
+
+class AuthenticationError(ConchError):
+    status_code = 401
+    headers = {"WWW-Authenticate": "ApiKey"}
+
+
+class PermissionDeniedError(ConchError):
+    status_code = 403
+
+
+class NotFoundError(ConchError):
+    status_code = 404
+
+
+class ModelNotFoundError(NotFoundError):
+    pass
+
+
+class UserNotInModelError(NotFoundError):
+    pass
+
+
+class ProjectNotFoundError(NotFoundError):
+    pass
+
+
+class SlotNotFoundError(NotFoundError):
+    pass
+
+
+class NoActiveSlotsError(NotFoundError):
+    pass
+
+
+class ConflictError(ConchError):
+    status_code = 409
+
+
+class ValidationError(ConchError):
+    status_code = 422
+
+
+class RateLimitExceededError(ConchError):
+    status_code = 429
+
+    def __init__(self, message: str, headers: dict[str, str], **details: Any) -> None:
+        super().__init__(message, **details)
+        self.headers = headers
+
+
+class ServiceUnavailableError(ConchError):
+    status_code = 503
+
+
+class ModelLoadError(ConchError):
+    """The model exists but could not be loaded (seed 000: 500)."""
+
+    status_code = 500
+
+
+class TritonError(ConchError):
+    """Triton answered with a failure (502)."""
+
+    status_code = 502
+
+
+class TritonUnavailableError(TritonError):
+    status_code = 503
+
+
+class TritonTimeoutError(TritonError):
+    status_code = 504
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> OrjsonResponse:
+    body = {
+        "error": error,
+        "message": message,
+        "details": details or {},
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "request_id": current_request_id(),
+    }
+    return OrjsonResponse(body, status_code=status_code, headers=headers)
+
+
+_HTTP_NAMES = {
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+}
+
+
+async def _conch_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, ConchError)
+    return error_response(
+        exc.status_code, type(exc).__name__, exc.message, exc.details, exc.headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    return error_response(422, "ValidationError", "request validation failed", {"errors": errors})
+
+
+async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
+    return error_response(exc.status_code, name, str(exc.detail), headers=exc.headers)
+
+
+async def _integrity_error(_: Request, exc: Exception) -> OrjsonResponse:
+    # A race the services' own checks could not see (two requests creating the same
+    # name at once): the database's constraint decides, and the loser gets a 409.
+    logger.info("integrity error: %s", exc)
+    return error_response(409, "ConflictError", "the request conflicts with existing data")
+
+
+def unexpected_error_response(exc: Exception) -> OrjsonResponse:
+    # Logged with its traceback here; the client sees only the request id to quote.
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, "InternalServerError", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ConchError, _conch_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(IntegrityError, _integrity_error)

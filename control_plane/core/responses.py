@@ -1,0 +1,17 @@
+"""orjson-rendered JSON for bodies built by hand (errors, health).
+
+Routes with a response model are serialized by pydantic straight to bytes,
+which FastAPI now prefers over a custom response class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)

@@ -1,0 +1,1 @@
+"""Events between replicas over Redis Pub/Sub: versioned pydantic models, one dispatcher."""

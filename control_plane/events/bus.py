@@ -1,0 +1,113 @@
+"""Publish events after commit; listen on every replica and dispatch by event type."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.events.schemas import BaseEvent, Event, EventAdapter
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Any], Awaitable[None]]
+
+# Events queued on a session are published by the session dependency after commit.
+_PENDING = "conch_pending_events"
+
+
+def publish_after_commit(session: AsyncSession, event: BaseEvent) -> None:
+    session.info.setdefault(_PENDING, []).append(event)
+
+
+def take_pending(session: AsyncSession) -> list[BaseEvent]:
+    events: list[BaseEvent] = session.info.pop(_PENDING, [])
+    return events
+
+
+class EventBus:
+    """One per app: a dispatcher keyed by event type plus the Pub/Sub listener task."""
+
+    def __init__(self, redis: Redis | None, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._on_subscribe: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def on(self, event_type: str, handler: Handler) -> None:
+        self._handlers[event_type].append(handler)
+
+    def on_subscribe(self, callback: Callable[[], None]) -> None:
+        """Called on every (re)subscription: events sent while disconnected are lost."""
+        self._on_subscribe.append(callback)
+
+    async def dispatch(self, event: Event | BaseEvent) -> None:
+        for handler in self._handlers.get(getattr(event, "type", ""), []):
+            try:
+                await handler(event)
+            except Exception:  # one bad handler must not stop the others or the listener
+                logger.exception("event handler failed for %s", event)
+
+    async def publish(self, event: BaseEvent) -> None:
+        # Local first: this replica must not depend on Redis to see its own change.
+        await self.dispatch(event)
+        if self.redis is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self.redis.publish(self.channel, event.model_dump_json()), timeout=2.0
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("could not publish %s: %s", getattr(event, "type", "?"), exc)
+
+    def start(self) -> None:
+        if self.redis is not None and self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="conch-event-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen(self) -> None:
+        assert self.redis is not None
+        backoff = 0.5
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    for callback in self._on_subscribe:
+                        callback()
+                    self.subscribed.set()
+                    backoff = 0.5
+                    async for message in pubsub.listen():
+                        await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                logger.warning("event listener lost Redis (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        try:
+            event = EventAdapter.validate_json(message["data"])
+        except pydantic.ValidationError:
+            logger.warning("ignoring malformed or unknown event on %s", self.channel)
+            return
+        await self.dispatch(event)

@@ -1,0 +1,36 @@
+"""Event payloads. Each carries a type tag, a schema version and a unique id.
+
+Handlers must be idempotent: Pub/Sub may deliver to a replica that already
+applied the change (its own publish is also dispatched locally).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class BaseEvent(BaseModel):
+    version: int = 1
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class KeyRevoked(BaseEvent):
+    type: Literal["key_revoked"] = "key_revoked"
+    key_id: int
+
+
+class ModelTrained(BaseEvent):
+    """A model was registered (seed 000's name for 'a new model is available')."""
+
+    type: Literal["model_trained"] = "model_trained"
+    model_id: int
+    triton_name: str
+
+
+Event = Annotated[KeyRevoked | ModelTrained, Field(discriminator="type")]
+EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)

@@ -1,0 +1,48 @@
+"""Request and response bodies of the inference API, exactly as seed 000 names them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+MAX_CUTOFF = 1000
+MAX_BATCH_USERS = 100
+
+
+class PredictRequest(BaseModel):
+    user_id: str = Field(min_length=1, max_length=200)
+    cutoff: int = Field(10, ge=1, le=MAX_CUTOFF)
+
+
+class BatchPredictRequest(BaseModel):
+    user_ids: list[str] = Field(min_length=1, max_length=MAX_BATCH_USERS)
+    cutoff: int = Field(10, ge=1, le=MAX_CUTOFF)
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class PredictResponse(BaseModel):
+    items: list[ScoredItem]
+    model_id: int
+    request_id: str
+
+
+class BatchPredictResponse(BaseModel):
+    results: list[PredictResponse]
+
+
+class ProjectPredictResponse(PredictResponse):
+    slot_id: int
+    slot_name: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    loaded_models: int
+
+
+class LoadedModelsResponse(BaseModel):
+    models: list[int]
+    count: int

@@ -1,0 +1,1 @@
+"""API keys: issue, verify (cached, HMAC only), scope and project checks, revoke."""

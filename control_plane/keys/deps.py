@@ -1,0 +1,66 @@
+"""Authentication dependencies: a handler's signature states its policy.
+
+`PredictKey`, `ReadKey`, `WriteKey`, `AdminKey`: a verified key holding that
+scope (admin implies all), already counted against its rate limit.
+Missing/invalid/expired/revoked -> 401; lacking the scope -> 403; too many -> 429.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from fastapi.security import APIKeyHeader
+
+from control_plane.core.errors import PermissionDeniedError, RateLimitExceededError
+from control_plane.core.state import SessionDep, StateDep
+from control_plane.keys.schemas import Principal
+
+# auto_error=False: a missing header is our 401 with our error body, not FastAPI's 403.
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+async def authenticate(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    token: Annotated[str | None, Depends(_api_key_header)],
+) -> Principal:
+    principal = await state.verifier.verify(session, token)
+    if state.settings.rate_limit_enabled:
+        result = await state.limiter.hit(principal.key_id, principal.rate_limit)
+        if not result.allowed:
+            raise RateLimitExceededError(
+                "rate limit exceeded", headers=result.headers(), limit=result.limit
+            )
+        response.headers.update(result.headers())
+    request.state.principal = principal
+    return principal
+
+
+def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not principal.has_scope(scope):
+            raise PermissionDeniedError(
+                f"API key lacks the {scope!r} scope",
+                required=scope,
+                scopes=sorted(principal.scopes),
+            )
+        return principal
+
+    return dependency
+
+
+def ensure_project_access(principal: Principal, project_id: int) -> None:
+    if not principal.may_access_project(project_id):
+        raise PermissionDeniedError(
+            "API key not authorized for this project", project_id=project_id
+        )
+
+
+PredictKey = Annotated[Principal, Depends(require("predict"))]
+ReadKey = Annotated[Principal, Depends(require("read"))]
+WriteKey = Annotated[Principal, Depends(require("write"))]
+AdminKey = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,103 @@
+"""Verify a presented key: format check, short in-process cache, one indexed lookup.
+
+The cache maps HMAC(token) -> Principal for `key_cache_ttl_s`; a `key_revoked`
+event drops the key's entries on every replica, so revocation does not wait for
+the TTL. Expiry is checked on every request, cached or not.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import OrderedDict
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.core.errors import AuthenticationError
+from control_plane.db.base import utcnow
+from control_plane.db.models import ApiKey
+from control_plane.events.schemas import KeyRevoked
+from control_plane.keys import tokens
+from control_plane.keys.schemas import Principal
+
+# last_used_at is bookkeeping: one write per key per replica per minute is plenty.
+LAST_USED_WRITE_INTERVAL_S = 60.0
+
+
+class KeyVerifier:
+    def __init__(self, secret_key: str, ttl_s: float, max_entries: int = 10_000) -> None:
+        self._secret = secret_key
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._last_used_written: dict[int, float] = {}
+
+    async def verify(self, session: AsyncSession, token: str | None) -> Principal:
+        if not token:
+            raise AuthenticationError("missing API key (X-API-Key header)")
+        if not tokens.is_well_formed(token):
+            raise AuthenticationError("invalid API key")
+        digest = tokens.hash_token(self._secret, token)
+        principal = self._cached(digest)
+        if principal is None:
+            principal = await self._load(session, digest)
+            self._store(digest, principal)
+        if principal.expires_at is not None and principal.expires_at <= utcnow():
+            raise AuthenticationError("API key expired")
+        await self._touch(session, principal.key_id)
+        return principal
+
+    def _cached(self, digest: str) -> Principal | None:
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
+        principal, stored_at = entry
+        if time.monotonic() - stored_at > self._ttl:
+            del self._cache[digest]
+            return None
+        return principal
+
+    def _store(self, digest: str, principal: Principal) -> None:
+        self._cache[digest] = (principal, time.monotonic())
+        while len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+
+    async def _load(self, session: AsyncSession, digest: str) -> Principal:
+        row = await session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            raise AuthenticationError("invalid API key")
+        if row.revoked_at is not None:
+            raise AuthenticationError("API key revoked")
+        return Principal(
+            key_id=row.id,
+            name=row.name,
+            scopes=frozenset(row.scopes.split()),
+            project_id=row.project_id,
+            expires_at=row.expires_at,
+            rate_limit=row.rate_limit,
+        )
+
+    async def _touch(self, session: AsyncSession, key_id: int) -> None:
+        now = time.monotonic()
+        last = self._last_used_written.get(key_id)
+        if last is not None and now - last < LAST_USED_WRITE_INTERVAL_S:
+            return
+        self._last_used_written[key_id] = now
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow())
+        )
+
+    def forget(self, key_id: int) -> None:
+        for digest in [d for d, (p, _) in self._cache.items() if p.key_id == key_id]:
+            del self._cache[digest]
+
+    def clear(self) -> None:
+        """Drop every cached verification (after missing events, revocations may hide)."""
+        self._cache.clear()
+
+    async def on_key_revoked(self, event: KeyRevoked) -> None:
+        self.forget(event.key_id)
+
+    def __contains__(self, key_id: object) -> bool:
+        return any(p.key_id == key_id for p, _ in self._cache.values())

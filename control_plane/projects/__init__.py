@@ -1,0 +1,1 @@
+"""Projects: a named set of deployment slots with its selection mode."""

@@ -1,0 +1,1 @@
+"""Per-API-key rate limits shared by every replica through Redis."""

@@ -1,0 +1,129 @@
+"""Sliding-log rate limiter: one atomic Lua call (EVALSHA) per request.
+
+A sliding log is exact ("the 101st request within any 60 s is refused"),
+unlike GCRA or fixed windows, at the cost of one sorted-set member per
+admitted request, which is small for per-key limits of this size. Redis's own
+clock is used so replicas with skewed clocks agree. When Redis is unreachable
+each process falls back to its own in-memory log (a warning, rate-limited, and
+a counter); authentication itself never depends on Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from control_plane.core import metrics
+from control_plane.core.settings import parse_rate
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_METRIC = "rate_limit_redis_fallback_total"
+
+_SLIDING_LOG = """
+local limit = tonumber(ARGV[1])
+local period_us = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period_us)
+local count = redis.call('ZCARD', KEYS[1])
+local reset_us = period_us
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] then reset_us = tonumber(oldest[2]) + period_us - now end
+if count >= limit then
+  return {0, 0, reset_us}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(period_us / 1000))
+return {1, limit - count - 1, reset_us}
+"""
+
+
+@dataclass(frozen=True)
+class RateLimitResult:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float  # until the oldest counted request leaves the window
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_s)),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.reset_s)))
+        return headers
+
+
+class LocalSlidingLog:
+    """Per-process fallback; only consulted while Redis is unreachable."""
+
+    def __init__(self) -> None:
+        self._logs: dict[str, deque[float]] = {}
+
+    def hit(self, key: str, limit: int, period: float) -> RateLimitResult:
+        now = time.monotonic()
+        log = self._logs.setdefault(key, deque())
+        while log and log[0] <= now - period:
+            log.popleft()
+        reset = (log[0] + period - now) if log else period
+        if len(log) >= limit:
+            return RateLimitResult(False, limit, 0, reset)
+        log.append(now)
+        return RateLimitResult(True, limit, limit - len(log), reset)
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis | None,
+        default_rate: str,
+        fallback_rate: str,
+        *,
+        retry_redis_after_s: float = 2.0,
+        warn_every_s: float = 30.0,
+    ) -> None:
+        self.redis = redis
+        self.default_rate = default_rate
+        self.fallback_rate = fallback_rate
+        self._script: AsyncScript | None = (
+            redis.register_script(_SLIDING_LOG) if redis is not None else None
+        )
+        self._local = LocalSlidingLog()
+        self._redis_down_until = 0.0
+        self._retry_after = retry_redis_after_s
+        self._warn_every = warn_every_s
+        self._last_warning = -math.inf
+
+    async def hit(self, key_id: int, rate: str | None = None) -> RateLimitResult:
+        limit, period = parse_rate(rate or self.default_rate)
+        if self._script is not None and time.monotonic() >= self._redis_down_until:
+            try:
+                allowed, remaining, reset_us = await self._script(
+                    keys=[f"conch:ratelimit:{key_id}"],
+                    args=[limit, int(period * 1_000_000), uuid.uuid4().hex],
+                )
+                return RateLimitResult(bool(allowed), limit, int(remaining), reset_us / 1e6)
+            except (RedisError, OSError) as exc:
+                # Do not pay a connect timeout on every request while Redis is down.
+                self._redis_down_until = time.monotonic() + self._retry_after
+                self._warn(exc)
+        metrics.increment(FALLBACK_METRIC)
+        fallback_limit, fallback_period = parse_rate(rate or self.fallback_rate)
+        return self._local.hit(str(key_id), fallback_limit, fallback_period)
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= self._warn_every:
+            self._last_warning = now
+            logger.warning("Redis unreachable for rate limiting (%s): per-process fallback", exc)

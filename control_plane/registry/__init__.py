@@ -1,0 +1,1 @@
+"""The model registry: exported models, registered from their manifests (immutable rows)."""

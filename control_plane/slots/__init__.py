@@ -1,0 +1,1 @@
+"""Deployment slots: which models serve a project, with what weight."""

@@ -1,0 +1,34 @@
+"""SQL for projects' slots, shared by inference, management and A/B analysis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_plane.core.errors import ProjectNotFoundError, SlotNotFoundError
+from control_plane.db.models import DeploymentSlot, Project
+
+
+async def get_project(session: AsyncSession, project_id: int) -> Project:
+    project = await session.get(Project, project_id)
+    if project is None:
+        raise ProjectNotFoundError(f"project {project_id} not found", project_id=project_id)
+    return project
+
+
+async def project_slots(
+    session: AsyncSession, project_id: int, *, active_only: bool = False
+) -> Sequence[DeploymentSlot]:
+    query = select(DeploymentSlot).where(DeploymentSlot.project_id == project_id)
+    if active_only:
+        query = query.where(DeploymentSlot.active.is_(True))
+    return (await session.scalars(query.order_by(DeploymentSlot.id))).all()
+
+
+async def get_slot(session: AsyncSession, slot_id: int) -> DeploymentSlot:
+    slot = await session.get(DeploymentSlot, slot_id)
+    if slot is None:
+        raise SlotNotFoundError(f"deployment slot {slot_id} not found", slot_id=slot_id)
+    return slot

@@ -1,0 +1,44 @@
+"""/api/v1/projects/{id}/slots and /api/v1/slots/{id}."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from control_plane.core.audit import audit
+from control_plane.core.state import SessionDep
+from control_plane.keys.deps import ReadKey, WriteKey, ensure_project_access
+from control_plane.slots import service
+from control_plane.slots.repository import get_project, get_slot, project_slots
+from control_plane.slots.schemas import SlotCreate, SlotRead, SlotUpdate
+
+router = APIRouter(tags=["slots"])
+
+
+@router.post("/projects/{project_id}/slots", status_code=status.HTTP_201_CREATED)
+async def create_slot(
+    project_id: int, body: SlotCreate, key: WriteKey, session: SessionDep
+) -> SlotRead:
+    ensure_project_access(key, project_id)
+    slot = await service.create_slot(session, project_id, body)
+    audit(session, key.key_id, "slot.create", "slot", slot.id, **body.model_dump())
+    return SlotRead.model_validate(slot)
+
+
+@router.get("/projects/{project_id}/slots")
+async def list_slots(project_id: int, key: ReadKey, session: SessionDep) -> list[SlotRead]:
+    ensure_project_access(key, project_id)
+    await get_project(session, project_id)
+    return [SlotRead.model_validate(s) for s in await project_slots(session, project_id)]
+
+
+@router.patch("/slots/{slot_id}")
+async def update_slot(
+    slot_id: int, body: SlotUpdate, key: WriteKey, session: SessionDep
+) -> SlotRead:
+    slot = await get_slot(session, slot_id)
+    ensure_project_access(key, slot.project_id)
+    await service.update_slot(session, slot, body)
+    audit(
+        session, key.key_id, "slot.update", "slot", slot.id, **body.model_dump(exclude_unset=True)
+    )
+    return SlotRead.model_validate(slot)

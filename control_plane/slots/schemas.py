@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SlotCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    model_id: int
+    weight: int = Field(ge=0, le=100)
+    active: bool = True
+    is_control: bool = False
+
+
+class SlotUpdate(BaseModel):
+    model_id: int | None = None
+    weight: int | None = Field(None, ge=0, le=100)
+    active: bool | None = None
+    is_control: bool | None = None
+
+
+class SlotRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    project_id: int
+    name: str
+    model_id: int
+    weight: int
+    active: bool
+    is_control: bool
+    created_at: datetime

@@ -1,0 +1,150 @@
+"""One long-lived async gRPC client to this replica's Triton: load on demand, infer.
+
+Failures keep Triton's own reason and map to 502 (Triton refused), 503 (Triton
+unreachable) or 504 (deadline), so callers can tell a bad model from a down server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from control_plane.core.errors import (
+    ModelLoadError,
+    TritonError,
+    TritonTimeoutError,
+    TritonUnavailableError,
+)
+
+# A model that failed to load is not retried for this long: each attempt can take
+# seconds of Triton's time, and a broken model would otherwise be reloaded per request.
+LOAD_FAILURE_BACKOFF_S = 30.0
+
+# Triton's words for "that model is not (or no longer) loaded here".
+_NOT_LOADED_HINTS = ("unknown model", "is not found", "not ready", "unavailable model")
+
+
+def triton_error(exc: InferenceServerException, action: str) -> TritonError:
+    status = str(exc.status() or "")
+    reason = exc.message() or str(exc)
+    message = f"Triton {action} failed: {reason}"
+    if "UNAVAILABLE" in status:
+        return TritonUnavailableError(message, triton_status=status)
+    if "DEADLINE_EXCEEDED" in status:
+        return TritonTimeoutError(message, triton_status=status)
+    return TritonError(message, triton_status=status)
+
+
+def _is_not_loaded(exc: InferenceServerException) -> bool:
+    text = (exc.message() or str(exc)).lower()
+    return any(hint in text for hint in _NOT_LOADED_HINTS)
+
+
+class TritonGateway:
+    def __init__(self, url: str, *, timeout_s: float, load_timeout_s: float) -> None:
+        self.client = InferenceServerClient(url=url)
+        self.timeout_s = timeout_s
+        self.load_timeout_s = load_timeout_s
+        self._ready: set[str] = set()
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._load_failures: dict[str, tuple[str, float]] = {}
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def is_live(self) -> bool:
+        try:
+            return bool(await self.client.is_server_live(client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
+    async def ready_models(self) -> list[str]:
+        try:
+            index = await self.client.get_model_repository_index(
+                as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc, "repository index") from exc
+        names = [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
+        self._ready = set(names)
+        return names
+
+    async def ensure_loaded(self, name: str) -> None:
+        """Explicit load if this replica's Triton does not have the model ready."""
+        if name in self._ready:
+            return
+        lock = self._load_locks.setdefault(name, asyncio.Lock())
+        async with lock:  # concurrent first requests trigger one load, not many
+            if name in self._ready:
+                return
+            failure = self._load_failures.get(name)
+            if failure is not None and time.monotonic() < failure[1]:
+                raise ModelLoadError(
+                    failure[0], triton_name=name, retry_after_s=LOAD_FAILURE_BACKOFF_S
+                )
+            try:
+                if not await self.client.is_model_ready(name, client_timeout=self.timeout_s):
+                    await self.client.load_model(name, client_timeout=self.load_timeout_s)
+            except InferenceServerException as exc:
+                status = str(exc.status() or "")
+                if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
+                    raise triton_error(exc, "model load") from exc
+                message = f"model {name!r} could not be loaded: {exc.message() or exc}"
+                self._load_failures[name] = (message, time.monotonic() + LOAD_FAILURE_BACKOFF_S)
+                raise ModelLoadError(message, triton_name=name) from exc
+            self._load_failures.pop(name, None)
+            self._ready.add(name)
+
+    async def infer(
+        self,
+        name: str,
+        inputs: dict[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str],
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        await self.ensure_loaded(name)
+        try:
+            return await self._infer_once(name, inputs, outputs)
+        except InferenceServerException as exc:
+            if not _is_not_loaded(exc):
+                raise triton_error(exc, "inference") from exc
+        # Unloaded behind our back (another process, a restart): load once more and retry.
+        self._ready.discard(name)
+        await self.ensure_loaded(name)
+        try:
+            return await self._infer_once(name, inputs, outputs)
+        except InferenceServerException as exc:
+            raise triton_error(exc, "inference") from exc
+
+    async def _infer_once(
+        self,
+        name: str,
+        inputs: dict[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str],
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        tensors = []
+        for input_name, array in inputs.items():
+            tensor = InferInput(input_name, list(array.shape), _datatype(array))
+            tensor.set_data_from_numpy(array)  # raw bytes over gRPC, no JSON
+            tensors.append(tensor)
+        result = await self.client.infer(
+            name,
+            tensors,
+            outputs=[InferRequestedOutput(o) for o in outputs],
+            client_timeout=self.timeout_s,
+        )
+        return {o: result.as_numpy(o) for o in outputs}
+
+
+def _datatype(array: npt.NDArray[np.generic]) -> str:
+    kinds = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}
+    try:
+        return kinds[array.dtype]
+    except KeyError:
+        raise TypeError(f"unsupported input dtype {array.dtype}") from None

@@ -1,0 +1,90 @@
+"""Failure paths: a model Triton cannot load (500), Triton unreachable (503), docs served."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from control_plane.app import create_app
+from control_plane.core.process import free_port
+from control_plane.core.settings import Settings
+from tests.control_plane.conftest import make_key
+from tests.control_plane.recommender_model import write_recommender
+
+
+def _corrupt_model(repository: Path, name: str) -> None:
+    """A model whose manifest is intact (it registers) but whose ONNX file is garbage."""
+    root = write_recommender(repository, name, seed=9)
+    (root / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"]["1/model.onnx"] = hashlib.sha256(b"not an onnx file").hexdigest()
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+async def test_model_that_cannot_load_is_500_with_tritons_reason(
+    client: httpx.AsyncClient, admin_key: str, predict_key: str, model_repository: Path
+) -> None:
+    _corrupt_model(model_repository, "cptest_broken")
+    registered = await client.post(
+        "/api/v1/models", json={"triton_name": "cptest_broken"}, headers={"X-API-Key": admin_key}
+    )
+    assert registered.status_code == 201, registered.text
+    response = await client.post(
+        f"/inference/predict/{registered.json()['id']}",
+        json={"user_id": "u1"},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "ModelLoadError" and "cptest_broken" in body["message"]
+    assert "Traceback" not in response.text
+    again = await client.post(
+        f"/inference/predict/{registered.json()['id']}",
+        json={"user_id": "u1"},
+        headers={"X-API-Key": predict_key},
+    )  # answered from the failure cache, without asking Triton to load again
+    assert again.status_code == 500 and again.json()["message"] == body["message"]
+
+
+async def test_tampered_files_are_refused_at_registration(
+    client: httpx.AsyncClient, admin_key: str, model_repository: Path
+) -> None:
+    root = write_recommender(model_repository, "cptest_tampered", seed=3)
+    (root / "config.pbtxt").write_text((root / "config.pbtxt").read_text() + "\n# edited\n")
+    response = await client.post(
+        "/api/v1/models", json={"triton_name": "cptest_tampered"}, headers={"X-API-Key": admin_key}
+    )
+    assert response.status_code == 422
+    assert response.json()["details"]["files"] == ["config.pbtxt"]
+
+
+async def test_unreachable_triton_is_503(
+    app: FastAPI, settings: Settings, model_ids: dict[str, int]
+) -> None:
+    token = await make_key(app, ["predict"])
+    down = create_app(
+        settings.model_copy(update={"triton_grpc_url": f"127.0.0.1:{free_port()}"}),
+        migrate=False,
+    )
+    async with down.router.lifespan_context(down):
+        transport = httpx.ASGITransport(app=down)
+        async with httpx.AsyncClient(transport=transport, base_url="http://down") as client:
+            response = await client.post(
+                f"/inference/predict/{model_ids['a']}",
+                json={"user_id": "u1"},
+                headers={"X-API-Key": token},
+            )
+            assert response.status_code == 503, response.text
+            assert response.json()["error"] == "TritonUnavailableError"
+            health = await client.get("/inference/health")
+            assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+
+
+async def test_interactive_docs_are_served(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/docs")).status_code == 200
+    schema = (await client.get("/openapi.json")).json()
+    assert "/inference/predict/{model_id}" in schema["paths"]

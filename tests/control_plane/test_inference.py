@@ -1,0 +1,155 @@
+"""The seed-000 inference API against the real embedded Triton."""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import httpx
+import pytest
+
+from tests.control_plane.recommender_model import MAX_K, SEEN
+
+
+async def test_predict_returns_items_best_first(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    response = await client.post(
+        f"/inference/predict/{model_ids['a']}",
+        json={"user_id": "u0", "cutoff": 5},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_id"] == model_ids["a"]
+    assert str(uuid.UUID(body["request_id"])) == response.headers["X-Request-ID"]
+    scores = [item["score"] for item in body["items"]]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert all(math.isfinite(s) for s in scores)
+    seen = {f"i{i}" for i in SEEN["u0"]}
+    assert not seen & {item["item_id"] for item in body["items"]}
+
+
+async def test_cutoff_above_model_max_k_is_capped_and_seen_items_dropped(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    response = await client.post(
+        f"/inference/predict/{model_ids['a']}",
+        json={"user_id": "u1", "cutoff": 1000},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 200
+    assert len(response.json()["items"]) == MAX_K
+
+
+async def test_caller_request_id_is_echoed(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    response = await client.post(
+        f"/inference/predict/{model_ids['a']}",
+        json={"user_id": "u1"},
+        headers={"X-API-Key": predict_key, "X-Request-ID": "req_12345"},
+    )
+    assert response.json()["request_id"] == "req_12345"
+    assert response.headers["X-Request-ID"] == "req_12345"
+    unsafe = await client.get("/inference/models", headers={"X-Request-ID": "<script>"})
+    assert unsafe.headers["X-Request-ID"] != "<script>"
+
+
+async def test_batch_gives_unknown_users_empty_items(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    response = await client.post(
+        f"/inference/predict/{model_ids['b']}/batch",
+        json={"user_ids": ["u1", "nobody", "u2"], "cutoff": 3},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [len(r["items"]) for r in results] == [3, 0, 3]
+    assert {r["model_id"] for r in results} == {model_ids["b"]}
+    single = await client.post(
+        f"/inference/predict/{model_ids['b']}",
+        json={"user_id": "u2", "cutoff": 3},
+        headers={"X-API-Key": predict_key},
+    )
+    assert single.json()["items"] == results[2]["items"]
+
+
+@pytest.mark.parametrize(
+    ("path_model", "body", "status", "error"),
+    [
+        ("a", {"user_id": "nobody"}, 404, "UserNotInModelError"),
+        (None, {"user_id": "u1"}, 404, "ModelNotFoundError"),
+        ("a", {"user_id": "u1", "cutoff": 0}, 422, "ValidationError"),
+        ("a", {"user_id": "u1", "cutoff": 1001}, 422, "ValidationError"),
+        ("a", {"cutoff": 5}, 422, "ValidationError"),
+    ],
+)
+async def test_predict_errors_use_the_error_body(
+    client: httpx.AsyncClient,
+    predict_key: str,
+    model_ids: dict[str, int],
+    path_model: str | None,
+    body: dict[str, object],
+    status: int,
+    error: str,
+) -> None:
+    model_id = model_ids[path_model] if path_model else 999_999
+    response = await client.post(
+        f"/inference/predict/{model_id}", json=body, headers={"X-API-Key": predict_key}
+    )
+    assert response.status_code == status, response.text
+    payload = response.json()
+    assert payload["error"] == error
+    assert set(payload) == {"error", "message", "details", "timestamp", "request_id"}
+    assert payload["request_id"] == response.headers["X-Request-ID"]
+
+
+async def test_batch_larger_than_the_models_max_batch_size_is_split(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    users = [f"u{i % 20}" for i in range(100)]  # the test model's max_batch_size is 64
+    response = await client.post(
+        f"/inference/predict/{model_ids['a']}/batch",
+        json={"user_ids": users, "cutoff": 2},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert (
+        len(results) == 100 and results[0]["items"] == results[20]["items"] == results[80]["items"]
+    )
+
+
+async def test_batch_of_101_users_is_refused(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    response = await client.post(
+        f"/inference/predict/{model_ids['a']}/batch",
+        json={"user_ids": [f"u{i % 20}" for i in range(101)]},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"] == "ValidationError"
+
+
+async def test_unknown_route_has_the_error_body(client: httpx.AsyncClient) -> None:
+    response = await client.get("/inference/nowhere")
+    assert response.status_code == 404
+    assert response.json()["error"] == "NotFoundError"
+
+
+async def test_health_and_loaded_models_need_no_key(
+    client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
+) -> None:
+    await client.post(
+        f"/inference/predict/{model_ids['a']}",
+        json={"user_id": "u1"},
+        headers={"X-API-Key": predict_key},
+    )
+    health = await client.get("/inference/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "healthy" and health.json()["loaded_models"] >= 1
+    models = (await client.get("/inference/models")).json()
+    assert model_ids["a"] in models["models"] and models["count"] == len(models["models"])
