@@ -34,8 +34,10 @@ def demo(
     grpc_port: Annotated[int, typer.Option(help="Embedded Triton gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Embedded Triton metrics port.")] = 8002,
 ) -> None:
-    """Build the demo models (first run only), start Triton, Redis and the control
-    plane with a demo project of two A/B recommender slots, write .conch/demo.env."""
+    """Build and serve the demo (what `make run` runs); settings go to .conch/demo.env.
+
+    The demo models are built on the first run only; the demo project gets two
+    A/B recommender slots and fresh predict and admin keys on every run."""
     repository = repository.resolve()
     repository.mkdir(parents=True, exist_ok=True)
     try:

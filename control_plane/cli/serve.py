@@ -56,8 +56,10 @@ def serve(
     grpc_port: Annotated[int, typer.Option(help="Embedded Triton gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Embedded Triton metrics port.")] = 8002,
 ) -> None:
-    """Start Triton (embedded unless --triton-url), Redis (embedded unless REDIS_URL) and
-    the control plane, print the URLs, and serve until Ctrl-C stops all of them."""
+    """Serve Triton, Redis and the control plane until Ctrl-C stops all of them.
+
+    Triton is embedded unless --triton-url names one; Redis is embedded unless
+    REDIS_URL is set; SQL is SQLite unless DATABASE_URL is set."""
     config = StackConfig(
         model_repository=repository.resolve(),
         triton_url=triton_url,
