@@ -85,7 +85,8 @@ class Demo:
                 except httpx.TransportError:
                     pass
             time.sleep(0.5)
-        raise AssertionError("demo did not serve in time: " + (self.workdir / "demo.log").read_text())
+        log = (self.workdir / "demo.log").read_text()
+        raise AssertionError(f"demo did not serve in time: {log}")
 
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
