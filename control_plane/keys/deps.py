@@ -14,7 +14,7 @@ from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyHeader
 
 from control_plane.core.errors import PermissionDeniedError, RateLimitExceededError
-from control_plane.core.state import SessionDep, StateDep
+from control_plane.core.state import StateDep
 from control_plane.keys.schemas import Principal
 
 # auto_error=False: a missing header is our 401 with our error body, not FastAPI's 403.
@@ -25,10 +25,9 @@ async def authenticate(
     request: Request,
     response: Response,
     state: StateDep,
-    session: SessionDep,
     token: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
-    principal = await state.verifier.verify(session, token)
+    principal = await state.verifier.verify(state.sessionmaker, token)
     if state.settings.rate_limit_enabled:
         result = await state.limiter.hit(principal.key_id, principal.rate_limit)
         if not result.allowed:

@@ -3,16 +3,22 @@
 The cache maps HMAC(token) -> Principal for `key_cache_ttl_s`; a `key_revoked`
 event drops the key's entries on every replica, so revocation does not wait for
 the TTL. Expiry is checked on every request, cached or not.
+
+A cached verification touches no database: a session is opened only on a cache
+miss, and `last_used_at` is written in the background, off the request's path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import time
 from collections import OrderedDict
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import AuthenticationError
 from control_plane.db.base import utcnow
@@ -20,6 +26,8 @@ from control_plane.db.models import ApiKey
 from control_plane.events.schemas import KeyRevoked
 from control_plane.keys import tokens
 from control_plane.keys.schemas import Principal
+
+logger = logging.getLogger(__name__)
 
 # last_used_at is bookkeeping: one write per key per replica per minute is plenty.
 LAST_USED_WRITE_INTERVAL_S = 60.0
@@ -32,8 +40,11 @@ class KeyVerifier:
         self._max = max_entries
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._last_used_written: dict[int, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
-    async def verify(self, session: AsyncSession, token: str | None) -> Principal:
+    async def verify(
+        self, sessionmaker: async_sessionmaker[AsyncSession], token: str | None
+    ) -> Principal:
         if not token:
             raise AuthenticationError("missing API key (X-API-Key header)")
         if not tokens.is_well_formed(token):
@@ -41,11 +52,12 @@ class KeyVerifier:
         digest = tokens.hash_token(self._secret, token)
         principal = self._cached(digest)
         if principal is None:
-            principal = await self._load(session, digest)
+            async with sessionmaker() as session:
+                principal = await self._load(session, digest)
             self._store(digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
             raise AuthenticationError("API key expired")
-        await self._touch(session, principal.key_id)
+        self._touch(sessionmaker, principal.key_id)
         return principal
 
     def _cached(self, digest: str) -> Principal | None:
@@ -78,15 +90,30 @@ class KeyVerifier:
             rate_limit=row.rate_limit,
         )
 
-    async def _touch(self, session: AsyncSession, key_id: int) -> None:
+    def _touch(self, sessionmaker: async_sessionmaker[AsyncSession], key_id: int) -> None:
         now = time.monotonic()
         last = self._last_used_written.get(key_id)
         if last is not None and now - last < LAST_USED_WRITE_INTERVAL_S:
             return
         self._last_used_written[key_id] = now
-        await session.execute(
-            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow())
-        )
+        task = asyncio.create_task(self._write_last_used(sessionmaker, key_id))
+        self._background.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    async def _write_last_used(sessionmaker: async_sessionmaker[AsyncSession], key_id: int) -> None:
+        try:
+            async with sessionmaker() as session, session.begin():
+                await session.execute(
+                    update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=utcnow())
+                )
+        except SQLAlchemyError as exc:  # bookkeeping only: never fail a request for it
+            logger.warning("could not record last_used_at of key %s: %s", key_id, exc)
+
+    async def drain(self) -> None:
+        """Wait for background writes (shutdown, tests)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def forget(self, key_id: int) -> None:
         for digest in [d for d, (p, _) in self._cache.items() if p.key_id == key_id]:

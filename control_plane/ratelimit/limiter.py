@@ -10,6 +10,7 @@ a counter); authentication itself never depends on Redis.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -18,11 +19,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from control_plane.core import metrics
 from control_plane.core.settings import parse_rate
+from control_plane.ratelimit.resp import PipelinedRedis
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.ceil(period_us / 1000))
 return {1, limit - count - 1, reset_us}
 """
+_SLIDING_LOG_SHA = hashlib.sha1(_SLIDING_LOG.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,8 @@ class RateLimiter:
         self.redis = redis
         self.default_rate = default_rate
         self.fallback_rate = fallback_rate
-        self._script: AsyncScript | None = (
-            redis.register_script(_SLIDING_LOG) if redis is not None else None
-        )
+        # The hot path uses its own pipelined connection (see resp.py), not redis-py's pool.
+        self._connection = PipelinedRedis.like(redis) if redis is not None else None
         self._local = LocalSlidingLog()
         self._redis_down_until = 0.0
         self._retry_after = retry_redis_after_s
@@ -107,11 +108,10 @@ class RateLimiter:
 
     async def hit(self, key_id: int, rate: str | None = None) -> RateLimitResult:
         limit, period = parse_rate(rate or self.default_rate)
-        if self._script is not None and time.monotonic() >= self._redis_down_until:
+        if self._connection is not None and time.monotonic() >= self._redis_down_until:
             try:
-                allowed, remaining, reset_us = await self._script(
-                    keys=[f"conch:ratelimit:{key_id}"],
-                    args=[limit, int(period * 1_000_000), uuid.uuid4().hex],
+                allowed, remaining, reset_us = await self._sliding_log(
+                    f"conch:ratelimit:{key_id}", limit, int(period * 1_000_000)
                 )
                 return RateLimitResult(bool(allowed), limit, int(remaining), reset_us / 1e6)
             except (RedisError, OSError) as exc:
@@ -121,6 +121,22 @@ class RateLimiter:
         metrics.increment(FALLBACK_METRIC)
         fallback_limit, fallback_period = parse_rate(rate or self.fallback_rate)
         return self._local.hit(str(key_id), fallback_limit, fallback_period)
+
+    async def _sliding_log(self, key: str, limit: int, period_us: int) -> list[int]:
+        assert self._connection is not None
+        args = (key, limit, period_us, uuid.uuid4().hex)
+        try:
+            reply: list[int] = await self._connection.call("EVALSHA", _SLIDING_LOG_SHA, 1, *args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # First use on this server (or after SCRIPT FLUSH): send the script itself.
+            reply = await self._connection.call("EVAL", _SLIDING_LOG, 1, *args)
+        return reply
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.aclose()
 
     def _warn(self, exc: BaseException) -> None:
         now = time.monotonic()

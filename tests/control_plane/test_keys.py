@@ -99,6 +99,7 @@ async def test_key_management_shows_plaintext_once_and_tracks_use(
     assert created.status_code == 201, created.text
     token = created.json()["key"]
     assert (await _predict(client, model_ids["a"], token)).status_code == 200
+    await state_of(app).verifier.drain()  # last_used_at is written off the request path
     listed = (await client.get("/api/v1/keys", headers=headers)).json()
     entry = next(k for k in listed if k["id"] == created.json()["id"])
     assert "key" not in entry and entry["last_used_at"] is not None
