@@ -1,0 +1,69 @@
+"""Per-replica cache of each project's routing table (sticky flag, salt, active slots).
+
+Project predictions are the hot path; reading the project and its slots from SQL
+on every request cost more than the inference itself. Entries live for a short
+TTL and are dropped at once by `slot_changed` events, so a slot change reaches
+this replica at event speed, and within the TTL even when the event is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from control_plane.events.schemas import SlotChanged
+from control_plane.slots.repository import get_project, project_slots
+
+DEFAULT_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class SlotRoute:
+    id: int
+    name: str
+    model_id: int
+    weight: int
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class ProjectRoutes:
+    project_id: int
+    sticky: bool
+    salt: str
+    slots: tuple[SlotRoute, ...]  # active slots, oldest first
+
+
+class RoutingCache:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
+        self._ttl = ttl_s
+        self._entries: dict[int, tuple[ProjectRoutes, float]] = {}
+
+    async def routes(
+        self, sessionmaker: async_sessionmaker[AsyncSession], project_id: int
+    ) -> ProjectRoutes:
+        entry = self._entries.get(project_id)
+        if entry is not None and time.monotonic() - entry[1] < self._ttl:
+            return entry[0]
+        async with sessionmaker() as session:
+            project = await get_project(session, project_id)
+            slots = await project_slots(session, project_id, active_only=True)
+            routes = ProjectRoutes(
+                project_id=project.id,
+                sticky=project.sticky,
+                salt=project.salt,
+                slots=tuple(SlotRoute(s.id, s.name, s.model_id, s.weight) for s in slots),
+            )
+        self._entries[project_id] = (routes, time.monotonic())
+        return routes
+
+    def invalidate(self, project_id: int | None = None) -> None:
+        if project_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(project_id, None)
+
+    async def on_slot_changed(self, event: SlotChanged) -> None:
+        self.invalidate(event.project_id)
