@@ -25,8 +25,12 @@ from control_plane.db.migrate import upgrade
 from control_plane.events.bus import EventBus
 from control_plane.inference.routes import router as inference_router
 from control_plane.inference.runtime import RuntimeCache
+from control_plane.inference.tabular import router as tabular_router
 from control_plane.keys.routes import router as keys_router
 from control_plane.keys.verifier import KeyVerifier
+from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.reconciler import Reconciler
+from control_plane.lifecycle.routes import router as engine_router
 from control_plane.projects.routes import router as projects_router
 from control_plane.ratelimit.limiter import RateLimiter
 from control_plane.registry.routes import router as registry_router
@@ -68,30 +72,51 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         redis = _request_redis(settings.redis_url)
         events_redis = _events_redis(settings.events_redis_url)
         secret = settings.secret_key.get_secret_value()
+        sessionmaker = create_sessionmaker(engine)
+        triton = TritonGateway(
+            settings.triton_grpc_url,
+            timeout_s=settings.triton_timeout_s,
+            load_timeout_s=settings.model_load_timeout_s,
+        )
+        lifecycle = ModelLifecycle(
+            triton,
+            sessionmaker,
+            settings.model_repository,
+            max_loaded=settings.max_loaded_models,
+            request_wait_s=settings.model_load_wait_s,
+            load_timeout_s=settings.model_load_timeout_s,
+        )
         state = AppState(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             redis=redis,
-            triton=TritonGateway(
-                settings.triton_grpc_url,
-                timeout_s=settings.triton_timeout_s,
-                load_timeout_s=settings.model_load_timeout_s,
-            ),
+            triton=triton,
             verifier=KeyVerifier(secret, settings.key_cache_ttl_s),
             limiter=RateLimiter(redis, settings.rate_limit, settings.rate_limit_fallback),
             events=EventBus(events_redis, settings.model_events_channel),
             runtimes=RuntimeCache(settings.model_repository),
+            lifecycle=lifecycle,
+            reconciler=Reconciler(lifecycle, sessionmaker, settings.reconcile_interval_s),
         )
         state.events.on("key_revoked", state.verifier.on_key_revoked)
+        state.events.on("slot_changed", state.routing.on_slot_changed)
+        # Events missed while disconnected may hide slot changes too.
+        state.events.on_subscribe(state.routing.invalidate)
         state.events.on_subscribe(state.verifier.clear)
+        state.reconciler.attach(state.events)
         state.events.start()
+        state.reconciler.start()  # the first pass runs now, not after a whole period
         app.state.conch = state
         try:
             yield
         finally:
             await state.events.stop()
+            await state.reconciler.stop()
+            await state.lifecycle.close()
             await state.triton.close()
+            await state.limiter.aclose()
+            await state.verifier.drain()
             for client in (redis, events_redis):
                 if client is not None:
                     await client.aclose()
@@ -106,6 +131,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(inference_router)
-    for router in (projects_router, registry_router, slots_router, keys_router, abtest_router):
+    app.include_router(tabular_router)
+    routers = (
+        projects_router, registry_router, slots_router, keys_router, abtest_router, engine_router,
+    )  # fmt: skip
+    for router in routers:
         app.include_router(router, prefix="/api/v1")
     return app

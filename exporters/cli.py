@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -78,6 +79,52 @@ DelayOpt = Annotated[
 ]
 
 
+RegisterOpt = Annotated[
+    bool,
+    typer.Option(
+        "--register",
+        help="After a successful export, register the model with the control plane at --url; "
+        "it announces model_trained and every replica loads the model.",
+    ),
+]
+UrlOpt = Annotated[
+    str, typer.Option("--url", envvar="CONCH_URL", help="Control-plane base URL (--register).")
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="CONCH_API_KEY", help="Key with write scope (--register)."),
+]
+DEFAULT_URL = "http://127.0.0.1:8081"
+
+
+class Registration:
+    """Where and with which key `--register` registers an export (None: do not)."""
+
+    def __init__(self, register: bool, url: str, api_key: str | None) -> None:
+        if register and not api_key:
+            errors.print("[red]error:[/] --register needs --api-key (or CONCH_API_KEY)")
+            raise typer.Exit(2)
+        self.enabled = register
+        self.url = url
+        self.api_key = api_key or ""
+
+
+def register_with_control_plane(url: str, api_key: str, triton_name: str) -> dict[str, object]:
+    """POST /api/v1/models; the server publishes model_trained after its commit."""
+    response = httpx.post(
+        url.rstrip("/") + "/api/v1/models",
+        json={"triton_name": triton_name},
+        headers={"X-API-Key": api_key},
+        timeout=30,
+    )
+    body = response.json() if response.content else {}
+    if response.is_error:
+        message = body.get("message", response.reason_phrase) if isinstance(body, dict) else body
+        raise ExportError(f"registration failed ({response.status_code}): {message}")
+    result: dict[str, object] = body
+    return result
+
+
 def _options(kind: InstanceKind, instances: int, max_batch: int, delay: int) -> ServingOptions:
     return ServingOptions(
         max_batch_size=max_batch,
@@ -113,7 +160,11 @@ def _steps(title: str) -> Iterator[ProgressHook]:
             progress.console.print(f"  [green]✓[/] {current[-1]}")
 
 
-def _run(title: str, export: Callable[[ProgressHook], ExportResult]) -> None:
+def _run(
+    title: str,
+    export: Callable[[ProgressHook], ExportResult],
+    registration: Registration | None = None,
+) -> None:
     try:
         with _steps(title) as hook:
             result = export(hook)
@@ -126,6 +177,16 @@ def _run(title: str, export: Callable[[ProgressHook], ExportResult]) -> None:
     console.print(
         f"parity: {'passed' if parity.passed else 'FAILED'} on {parity.rows} rows, {parity.detail}"
     )
+    if registration is None or not registration.enabled:
+        return
+    try:
+        model = register_with_control_plane(
+            registration.url, registration.api_key, result.triton_name
+        )
+    except (ExportError, httpx.HTTPError, ValueError) as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"registered as model {model.get('id')} at {registration.url}")
 
 
 def _repository(repository: Path | None) -> Path:
@@ -145,7 +206,11 @@ def _tabular_command(framework: str, help: str) -> None:
         instances: InstancesOpt = 1,
         max_batch_size: BatchOpt = 64,
         max_queue_delay_us: DelayOpt = 100,
+        register: RegisterOpt = False,
+        url: UrlOpt = DEFAULT_URL,
+        api_key: ApiKeyOpt = None,
     ) -> None:
+        registration = Registration(register, url, api_key)
         # Imported here: each framework is an optional extra.
         module = importlib.import_module(f"exporters.{framework}_exporter")
         export = getattr(module, f"export_{framework}")
@@ -156,6 +221,7 @@ def _tabular_command(framework: str, help: str) -> None:
                 model, name=name, repository=_repository(repository), sample=sample_data,
                 tolerance=tolerance, options=options, progress=hook,
             ),
+            registration,
         )  # fmt: skip
 
     app.command(name=framework, help=help)(command)
@@ -191,9 +257,13 @@ def torch(
     instances: InstancesOpt = 1,
     max_batch_size: BatchOpt = 64,
     max_queue_delay_us: DelayOpt = 100,
+    register: RegisterOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     from exporters.torch_exporter import export_torch
 
+    registration = Registration(register, url, api_key)
     try:
         shape = tuple(int(d) for d in input_shape.split(",")) if input_shape else None
     except ValueError:
@@ -211,6 +281,7 @@ def torch(
             sample=sample_data, format=torch_format,
             tolerance=tolerance, options=options, progress=hook,
         ),
+        registration,
     )  # fmt: skip
 
 
@@ -228,9 +299,13 @@ def recommender(
     instances: InstancesOpt = 1,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Largest batch Triton forms.")] = 64,
     max_queue_delay_us: DelayOpt = 100,
+    register: RegisterOpt = False,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: ApiKeyOpt = None,
 ) -> None:
     from exporters.recommender import export_recommender
 
+    registration = Registration(register, url, api_key)
     options = _options(instance_kind, instances, max_batch_size, max_queue_delay_us)
     _run(
         f"recommender {name}",
@@ -238,6 +313,7 @@ def recommender(
             model, name=name, repository=_repository(repository), max_k=max_k,
             options=options, progress=hook,
         ),
+        registration,
     )  # fmt: skip
 
 

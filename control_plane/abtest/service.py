@@ -20,6 +20,7 @@ from control_plane.core.errors import BadRequestError
 from control_plane.db.base import utcnow
 from control_plane.db.models import ConversionEvent, DeploymentSlot
 from control_plane.slots.repository import project_slots
+from control_plane.slots.service import slot_changed
 
 
 async def record_events(session: AsyncSession, events: Sequence[ConversionEventIn]) -> int:
@@ -155,4 +156,6 @@ async def promote(session: AsyncSession, project_id: int, slot_id: int) -> Seque
         if slot.id == slot_id:
             slot.weight = 100
     await session.flush()
+    for slot in slots:
+        slot_changed(session, slot)
     return slots

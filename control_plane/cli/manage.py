@@ -106,6 +106,49 @@ def models_list(url: UrlOption, api_key: ApiKeyOption) -> None:
     call("GET", url, api_key, "/api/v1/models")
 
 
+@models_app.command("info")
+def models_info(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Framework, tensors, size on disk; load state, loaded-at, last use, load error (on the
+    replica at --url)."""
+    call("GET", url, api_key, f"/api/v1/models/{model_id}")
+
+
+@models_app.command("load")
+def models_load(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Load and warm the model on the replica at --url now (write scope)."""
+    call("POST", url, api_key, f"/api/v1/models/{model_id}/load")
+
+
+@models_app.command("unload")
+def models_unload(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Unload from the replica at --url; refused while an active slot serves it."""
+    call("POST", url, api_key, f"/api/v1/models/{model_id}/unload")
+
+
+@models_app.command("reload")
+def models_reload(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Reload in place on the replica at --url; the loaded copy serves meanwhile."""
+    call("POST", url, api_key, f"/api/v1/models/{model_id}/reload")
+
+
+@models_app.command("metrics")
+def models_metrics(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Requests, errors, average latency/queue/compute and batch sizes, from Triton."""
+    call("GET", url, api_key, f"/api/v1/models/{model_id}/metrics")
+
+
+@models_app.command("delete")
+def models_delete(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Unregister a model no slot uses; every replica unloads it."""
+    call("DELETE", url, api_key, f"/api/v1/models/{model_id}")
+
+
+@models_app.command("engine")
+def models_engine(url: UrlOption, api_key: ApiKeyOption) -> None:
+    """Triton version, loaded models (pinned or not), queue and compute time, counters."""
+    call("GET", url, api_key, "/api/v1/engine")
+
+
 @slots_app.command("create")
 def slots_create(
     project_id: int,

@@ -56,8 +56,11 @@ class Settings(BaseSettings):
     # Per-process limit used only while Redis is unreachable.
     rate_limit_fallback: str = "100/minute"
     key_cache_ttl_s: float = 30.0
-    reconcile_interval_s: float = 30.0
+    # How often each replica converges its Triton on SQL (events are only a shortcut).
+    reconcile_interval_s: float = Field(30.0, gt=0)
     model_load_timeout_s: float = 60.0
+    # How long a predict waits for a cold model before answering 503 + Retry-After.
+    model_load_wait_s: float = Field(10.0, gt=0)
 
     @field_validator("rate_limit", "rate_limit_fallback")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -15,7 +15,10 @@ from control_plane.core.settings import Settings
 from control_plane.events.bus import EventBus, take_pending
 from control_plane.inference.runtime import RuntimeCache
 from control_plane.keys.verifier import KeyVerifier
+from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.ratelimit.limiter import RateLimiter
+from control_plane.slots.routing import RoutingCache
 from control_plane.triton.client import TritonGateway
 
 
@@ -30,6 +33,9 @@ class AppState:
     limiter: RateLimiter
     events: EventBus
     runtimes: RuntimeCache
+    lifecycle: ModelLifecycle
+    reconciler: Reconciler
+    routing: RoutingCache = field(default_factory=RoutingCache)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in a thread pool.
@@ -69,9 +75,14 @@ async def get_triton(state: StateDep) -> TritonGateway:
     return state.triton
 
 
+async def get_lifecycle(state: StateDep) -> ModelLifecycle:
+    return state.lifecycle
+
+
 # scope="function": commit before the response is sent, so a failed commit is an error
 # response and a client never reads data that was not stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 TritonDep = Annotated[TritonGateway, Depends(get_triton)]
+LifecycleDep = Annotated[ModelLifecycle, Depends(get_lifecycle)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -43,6 +43,8 @@ class Model(Base):
     """An exported model as registered: immutable once written."""
 
     __tablename__ = "models"
+    # SQLite would otherwise give a deleted model's id to the next one registered.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     triton_name: Mapped[str] = mapped_column(String(200), unique=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import defaultdict
+import uuid
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,11 +14,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane.core import metrics
+from control_plane.core.tasks import cancel_and_wait
 from control_plane.events.schemas import BaseEvent, Event, EventAdapter
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[None]]
+
+# Event ids remembered to drop duplicate deliveries.
+_SEEN_EVENTS = 1024
 
 # Events queued on a session are published by the session dependency after commit.
 _PENDING = "conch_pending_events"
@@ -42,6 +47,7 @@ class EventBus:
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._on_subscribe: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._seen: OrderedDict[uuid.UUID, None] = OrderedDict()
         self.subscribed = asyncio.Event()
 
     def on(self, event_type: str, handler: Handler) -> None:
@@ -52,10 +58,19 @@ class EventBus:
         self._on_subscribe.append(callback)
 
     async def dispatch(self, event: Event | BaseEvent) -> None:
-        for handler in self._handlers.get(getattr(event, "type", ""), []):
+        # The publisher dispatches locally and then hears its own event from Redis: once.
+        if event.event_id in self._seen:
+            metrics.increment("events.duplicates")
+            return
+        self._seen[event.event_id] = None
+        if len(self._seen) > _SEEN_EVENTS:
+            self._seen.popitem(last=False)
+        event_type = getattr(event, "type", "")
+        for handler in self._handlers.get(event_type, []):
             try:
                 await handler(event)
             except Exception:  # one bad handler must not stop the others or the listener
+                metrics.increment("events.handler_errors")
                 logger.exception("event handler failed for %s", event)
 
     async def publish(self, event: BaseEvent) -> None:
@@ -67,7 +82,9 @@ class EventBus:
             await asyncio.wait_for(
                 self.redis.publish(self.channel, event.model_dump_json()), timeout=2.0
             )
+            metrics.increment("events.published")
         except (RedisError, OSError, TimeoutError) as exc:
+            metrics.increment("events.publish_errors")
             logger.warning("could not publish %s: %s", getattr(event, "type", "?"), exc)
 
     def start(self) -> None:
@@ -75,11 +92,8 @@ class EventBus:
             self._task = asyncio.create_task(self._listen(), name="conch-event-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _listen(self) -> None:
         assert self.redis is not None
@@ -91,6 +105,8 @@ class EventBus:
                     for callback in self._on_subscribe:
                         callback()
                     self.subscribed.set()
+                    metrics.increment("events.subscriptions")
+                    logger.info("event listener subscribed to %s", self.channel)
                     backoff = 0.5
                     async for message in pubsub.listen():
                         await self._handle(message)
@@ -98,6 +114,7 @@ class EventBus:
                 raise
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
+                metrics.increment("events.listener_reconnects")
                 logger.warning("event listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -108,6 +125,9 @@ class EventBus:
         try:
             event = EventAdapter.validate_json(message["data"])
         except pydantic.ValidationError:
+            metrics.increment("events.malformed")
             logger.warning("ignoring malformed or unknown event on %s", self.channel)
             return
+        metrics.increment(f"events.received.{event.type}")
+        logger.debug("event %s %s", event.type, event.event_id)
         await self.dispatch(event)

@@ -1,7 +1,8 @@
 """Event payloads. Each carries a type tag, a schema version and a unique id.
 
 Handlers must be idempotent: Pub/Sub may deliver to a replica that already
-applied the change (its own publish is also dispatched locally).
+applied the change (its own publish is also dispatched locally), and may lose
+an event altogether (every replica reconciles against SQL as well).
 """
 
 from __future__ import annotations
@@ -32,5 +33,25 @@ class ModelTrained(BaseEvent):
     triton_name: str
 
 
-Event = Annotated[KeyRevoked | ModelTrained, Field(discriminator="type")]
+class ModelDeleted(BaseEvent):
+    """A model left the registry (or an operator unloaded it everywhere)."""
+
+    type: Literal["model_deleted"] = "model_deleted"
+    model_id: int
+    triton_name: str
+
+
+class SlotChanged(BaseEvent):
+    """A slot was created, repointed, (de)activated or promoted: the pinned set moved."""
+
+    type: Literal["slot_changed"] = "slot_changed"
+    project_id: int
+    slot_id: int
+    model_id: int
+    active: bool
+
+
+Event = Annotated[
+    KeyRevoked | ModelTrained | ModelDeleted | SlotChanged, Field(discriminator="type")
+]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)

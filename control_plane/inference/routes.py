@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 from fastapi import APIRouter
-from sqlalchemy import select
+from redis.exceptions import RedisError
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from control_plane.core.request_id import current_request_id
 from control_plane.core.responses import OrjsonResponse
-from control_plane.core.state import SessionDep, StateDep, TritonDep
+from control_plane.core.state import SessionDep, StateDep
 from control_plane.db.models import Model
 from control_plane.inference.schemas import (
     BatchPredictRequest,
@@ -17,26 +22,25 @@ from control_plane.inference.schemas import (
     PredictRequest,
     PredictResponse,
     ProjectPredictResponse,
+    ReadinessResponse,
 )
 from control_plane.inference.service import recommend, recommend_one
 from control_plane.keys.deps import PredictKey, ensure_project_access
-from control_plane.slots.repository import get_project, project_slots
 from control_plane.slots.selection import choose_slot
 
 router = APIRouter(prefix="/inference", tags=["inference"])
 
 
+# The prediction handlers take no SQL session: the runtime and routing caches open
+# one only on a miss, so a warm request costs no database round trip.
+
+
 @router.post("/predict/{model_id}", response_model=PredictResponse)
 async def predict(
-    model_id: int,
-    body: PredictRequest,
-    _: PredictKey,
-    state: StateDep,
-    session: SessionDep,
-    triton: TritonDep,
+    model_id: int, body: PredictRequest, _: PredictKey, state: StateDep
 ) -> PredictResponse:
-    runtime = await state.runtimes.recommender(session, model_id)
-    items = await recommend_one(triton, runtime, body.user_id, body.cutoff)
+    runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
+    items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
     return PredictResponse(items=items, model_id=model_id, request_id=current_request_id())
 
 
@@ -46,11 +50,9 @@ async def predict_batch(
     body: BatchPredictRequest,
     _: PredictKey,
     state: StateDep,
-    session: SessionDep,
-    triton: TritonDep,
 ) -> BatchPredictResponse:
-    runtime = await state.runtimes.recommender(session, model_id)
-    lists = await recommend(triton, runtime, body.user_ids, body.cutoff)
+    runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
+    lists = await recommend(state.triton, runtime, body.user_ids, body.cutoff)
     request_id = current_request_id()
     return BatchPredictResponse(
         results=[
@@ -66,15 +68,12 @@ async def predict_project(
     body: PredictRequest,
     key: PredictKey,
     state: StateDep,
-    session: SessionDep,
-    triton: TritonDep,
 ) -> ProjectPredictResponse:
     ensure_project_access(key, project_id)
-    project = await get_project(session, project_id)
-    slots = await project_slots(session, project_id, active_only=True)
-    slot = choose_slot(slots, user_id=body.user_id, sticky=project.sticky, salt=project.salt)
-    runtime = await state.runtimes.recommender(session, slot.model_id)
-    items = await recommend_one(triton, runtime, body.user_id, body.cutoff)
+    routes = await state.routing.routes(state.sessionmaker, project_id)
+    slot = choose_slot(routes.slots, user_id=body.user_id, sticky=routes.sticky, salt=routes.salt)
+    runtime = await state.runtimes.recommender(state.sessionmaker, slot.model_id)
+    items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
     return ProjectPredictResponse(
         items=items,
         model_id=slot.model_id,
@@ -84,19 +83,56 @@ async def predict_project(
     )
 
 
+async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:
+    try:
+        await asyncio.wait_for(probe, timeout_s)
+    except (TimeoutError, OSError, SQLAlchemyError, RedisError):
+        return "down"
+    return "ok"
+
+
 @router.get("/health", response_model=HealthResponse)
-async def health(triton: TritonDep) -> OrjsonResponse:
-    # Healthy means Triton answers: a control plane without its Triton serves nothing.
-    if not await triton.is_live():
-        return OrjsonResponse({"status": "unhealthy", "loaded_models": 0}, status_code=503)
-    names = await triton.ready_models()
-    return OrjsonResponse({"status": "healthy", "loaded_models": len(names)})
+async def health(state: StateDep) -> OrjsonResponse:
+    """Per component; `degraded` when something other than Triton is down, never a lie."""
+    triton_live = await state.triton.is_live()
+    components = {
+        "triton": "ok" if triton_live else "down",
+        "sql": await _check(_sql_ping(state)),
+        "redis": "not_configured" if state.redis is None else await _check(state.redis.ping()),
+        "listener": "not_configured"
+        if state.events.redis is None
+        else ("ok" if state.events.subscribed.is_set() else "down"),
+    }
+    if not triton_live:  # a control plane without its Triton serves nothing
+        return OrjsonResponse(
+            {"status": "unhealthy", "loaded_models": 0, "components": components},
+            status_code=503,
+        )
+    loaded = len(await state.triton.ready_models())
+    healthy = all(v in ("ok", "not_configured") for v in components.values())
+    status = "healthy" if healthy else "degraded"
+    return OrjsonResponse({"status": status, "loaded_models": loaded, "components": components})
+
+
+async def _sql_ping(state: StateDep) -> None:
+    async with state.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+@router.get("/ready", response_model=ReadinessResponse)
+async def ready(state: StateDep) -> OrjsonResponse:
+    """503 until this replica has reconciled once and every pinned model is loaded here."""
+    lifecycle = state.lifecycle
+    missing = sorted(name for name in lifecycle.pinned if name not in set(lifecycle.loaded()))
+    is_ready = state.reconciler.passes > 0 and not missing
+    body = {"ready": is_ready, "pinned": len(lifecycle.pinned), "missing": missing}
+    return OrjsonResponse(body, status_code=200 if is_ready else 503)
 
 
 @router.get("/models", response_model=LoadedModelsResponse)
-async def loaded_models(session: SessionDep, triton: TritonDep) -> LoadedModelsResponse:
-    """Ids of registered models that this replica's Triton has loaded."""
-    names = await triton.ready_models()
+async def loaded_models(session: SessionDep, state: StateDep) -> LoadedModelsResponse:
+    """Ids of registered models loaded and warmed on this replica (its own Triton)."""
+    names = state.lifecycle.loaded()
     ids = sorted(
         (await session.scalars(select(Model.id).where(Model.triton_name.in_(names)))).all()
         if names

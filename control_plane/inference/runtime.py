@@ -1,4 +1,4 @@
-"""Per-model runtime data read once from the manifest: Triton name and id maps as dicts.
+"""Per-model runtime data read once from the manifest: Triton name, tensors, id maps.
 
 Registered models are immutable, so an entry never goes stale; the cache is only
 bounded to keep memory flat when many models are registered.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pydantic
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import BadRequestError, ModelLoadError, ModelNotFoundError
 from control_plane.db.models import Model
@@ -20,6 +22,7 @@ from exporters.manifest import (
     RECOMMENDER_INPUT,
     RECOMMENDER_ITEMS,
     RECOMMENDER_SCORES,
+    Manifest,
     load_manifest,
 )
 
@@ -37,45 +40,108 @@ class RecommenderRuntime:
     scores_output: str = RECOMMENDER_SCORES
 
 
+@dataclass(frozen=True)
+class TabularRuntime:
+    """A model that takes feature rows: one FP32 input of `n_features` columns."""
+
+    model_id: int
+    triton_name: str
+    task: str
+    input_name: str
+    n_features: int
+    output_names: list[str]
+    class_labels: list[str] | None
+    max_batch_size: int
+
+
+def _recommender(model: Model, manifest: Manifest) -> RecommenderRuntime:
+    spec = manifest.recommender
+    if spec is None:
+        raise BadRequestError(
+            f"model {model.id} is a {manifest.task} model, not a recommender; "
+            "send feature rows to /api/v1/models/{model_id}/predict",
+            model_id=model.id,
+            task=manifest.task,
+        )
+    return RecommenderRuntime(
+        model_id=model.id,
+        triton_name=model.triton_name,
+        user_index={user: row for row, user in enumerate(spec.user_ids)},
+        item_ids=list(spec.item_ids),
+        max_k=spec.max_k,
+        max_batch_size=manifest.max_batch_size,
+    )
+
+
+def _tabular(model: Model, manifest: Manifest) -> TabularRuntime:
+    if manifest.recommender is not None or len(manifest.inputs) != 1:
+        raise BadRequestError(
+            f"model {model.id} does not take feature rows; use /inference/predict/{model.id}",
+            model_id=model.id,
+            task=manifest.task,
+        )
+    spec = manifest.inputs[0]
+    labels = next((o.class_labels for o in manifest.outputs if o.class_labels), None)
+    return TabularRuntime(
+        model_id=model.id,
+        triton_name=model.triton_name,
+        task=manifest.task,
+        input_name=spec.name,
+        n_features=spec.shape[-1],
+        output_names=[o.name for o in manifest.outputs],
+        class_labels=labels,
+        max_batch_size=manifest.max_batch_size,
+    )
+
+
+R = TypeVar("R", RecommenderRuntime, TabularRuntime)
+
+
 class RuntimeCache:
     def __init__(self, repository: Path, max_entries: int = 256) -> None:
         self.repository = repository
         self._max = max_entries
-        self._entries: OrderedDict[int, RecommenderRuntime] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int], RecommenderRuntime | TabularRuntime] = (
+            OrderedDict()
+        )
 
-    async def recommender(self, session: AsyncSession, model_id: int) -> RecommenderRuntime:
-        runtime = self._entries.get(model_id)
-        if runtime is not None:
-            self._entries.move_to_end(model_id)
+    async def recommender(
+        self, sessionmaker: async_sessionmaker[AsyncSession], model_id: int
+    ) -> RecommenderRuntime:
+        return await self._get(sessionmaker, model_id, RecommenderRuntime, _recommender)
+
+    async def tabular(
+        self, sessionmaker: async_sessionmaker[AsyncSession], model_id: int
+    ) -> TabularRuntime:
+        return await self._get(sessionmaker, model_id, TabularRuntime, _tabular)
+
+    async def _get(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        model_id: int,
+        kind: type[R],
+        build: Callable[[Model, Manifest], R],
+    ) -> R:
+        """A cache hit touches no database; a miss opens its own short session."""
+        key = (kind.__name__, model_id)
+        runtime = self._entries.get(key)
+        if isinstance(runtime, kind):
+            self._entries.move_to_end(key)
             return runtime
-        model = await session.get(Model, model_id)
+        async with sessionmaker() as session:
+            model = await session.get(Model, model_id)
         if model is None:
             raise ModelNotFoundError(f"model {model_id} not found", model_id=model_id)
-        runtime = await asyncio.to_thread(self._read, model)
-        self._entries[model_id] = runtime
+        built = build(model, await asyncio.to_thread(self._manifest, model))
+        self._entries[key] = built
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
-        return runtime
+        return built
 
-    def _read(self, model: Model) -> RecommenderRuntime:
+    def _manifest(self, model: Model) -> Manifest:
         try:
-            manifest = load_manifest(self.repository, model.triton_name)
+            return load_manifest(self.repository, model.triton_name)
         except (OSError, pydantic.ValidationError) as exc:
             raise ModelLoadError(
                 f"manifest of model {model.id} could not be read: {exc}", model_id=model.id
             ) from exc
-        spec = manifest.recommender
-        if spec is None:
-            raise BadRequestError(
-                f"model {model.id} is a {manifest.task} model, not a recommender",
-                model_id=model.id,
-                task=manifest.task,
-            )
-        return RecommenderRuntime(
-            model_id=model.id,
-            triton_name=model.triton_name,
-            user_index={user: row for row, user in enumerate(spec.user_ids)},
-            item_ids=list(spec.item_ids),
-            max_k=spec.max_k,
-            max_batch_size=manifest.max_batch_size,
-        )

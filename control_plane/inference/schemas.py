@@ -39,8 +39,15 @@ class ProjectPredictResponse(PredictResponse):
 
 
 class HealthResponse(BaseModel):
-    status: str
+    status: str  # healthy | degraded | unhealthy
     loaded_models: int
+    components: dict[str, str] = {}  # triton, sql, redis, listener: ok | down | not_configured
+
+
+class ReadinessResponse(BaseModel):
+    ready: bool
+    pinned: int
+    missing: list[str]
 
 
 class LoadedModelsResponse(BaseModel):

@@ -47,16 +47,16 @@ async def _infer_rows(
     # max_batch_size 0 means the model takes no batch axis: one user per request.
     size = runtime.max_batch_size or 1
     chunks = [indices[start : start + size] for start in range(0, len(indices), size)]
-    outputs = await asyncio.gather(
-        *(
-            triton.infer(
-                runtime.triton_name,
-                {runtime.input_name: chunk},
-                [runtime.items_output, runtime.scores_output],
-            )
-            for chunk in chunks
+    requests = [
+        triton.infer(
+            runtime.triton_name,
+            {runtime.input_name: chunk},
+            [runtime.items_output, runtime.scores_output],
         )
-    )
+        for chunk in chunks
+    ]
+    # One chunk (the common case) is awaited directly: gather would add a task per request.
+    outputs = [await requests[0]] if len(requests) == 1 else await asyncio.gather(*requests)
     items = np.concatenate([o[runtime.items_output] for o in outputs])
     scores = np.concatenate([o[runtime.scores_output] for o in outputs])
     return items, scores

@@ -1,16 +1,46 @@
-"""/api/v1/models."""
+"""/api/v1/models: the registry, and model management on the replica that answers.
+
+Load state, load/unload/reload and metrics concern the answering replica's Triton
+(every replica converges on SQL by itself; these are the operator's levers).
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
-from control_plane.core.state import SessionDep, SettingsDep
+from control_plane.core.errors import ConflictError, TritonError
+from control_plane.core.state import LifecycleDep, SessionDep, SettingsDep, StateDep
+from control_plane.db.models import Model
 from control_plane.keys.deps import ReadKey, WriteKey
+from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.schemas import ModelMetrics
+from control_plane.lifecycle.stats import summarize
 from control_plane.registry import service
-from control_plane.registry.schemas import ModelRead, ModelRegister
+from control_plane.registry.schemas import ModelInfo, ModelRead, ModelRegister
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+
+def _with_status(lifecycle: ModelLifecycle, model: Model, **details: object) -> ModelInfo:
+    info = ModelInfo.model_validate({**ModelRead.model_validate(model).model_dump(), **details})
+    info.pinned = model.triton_name in lifecycle.pinned
+    known = lifecycle.statuses.get(model.triton_name)
+    if known is not None:
+        info.load_state = known.state.value
+        info.loaded_at = known.loaded_at
+        info.last_used_at = known.last_used_at
+        info.replica_load_error = known.load_error
+    return info
+
+
+async def _info(state: StateDep, model: Model) -> ModelInfo:
+    details = await asyncio.to_thread(
+        service.disk_details, state.settings.model_repository, model.triton_name
+    )
+    return _with_status(state.lifecycle, model, **details)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -23,10 +53,73 @@ async def register_model(
 
 
 @router.get("")
-async def list_models(_: ReadKey, session: SessionDep) -> list[ModelRead]:
-    return [ModelRead.model_validate(m) for m in await service.list_models(session)]
+async def list_models(_: ReadKey, session: SessionDep, lifecycle: LifecycleDep) -> list[ModelInfo]:
+    return [_with_status(lifecycle, m) for m in await service.list_models(session)]
 
 
 @router.get("/{model_id}")
-async def read_model(model_id: int, _: ReadKey, session: SessionDep) -> ModelRead:
-    return ModelRead.model_validate(await service.get_model(session, model_id))
+async def read_model(model_id: int, _: ReadKey, session: SessionDep, state: StateDep) -> ModelInfo:
+    """Framework, tensors, size on disk, and load state/time/error on this replica."""
+    return await _info(state, await service.get_model(session, model_id))
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_model(model_id: int, key: WriteKey, session: SessionDep) -> None:
+    """Unregister; every replica unloads it (model_deleted, and reconciliation)."""
+    model = await service.delete_model(session, model_id)
+    audit(session, key.key_id, "model.delete", "model", model_id, triton_name=model.triton_name)
+
+
+@router.post("/{model_id}/load")
+async def load_model(
+    model_id: int, key: WriteKey, session: SessionDep, state: StateDep
+) -> ModelInfo:
+    """Load and warm on this replica now (a failed model is retried at once)."""
+    model = await service.get_model(session, model_id)
+    state.lifecycle.status(model.triton_name).touch()
+    await state.lifecycle.wait_loaded(
+        model.triton_name, state.settings.model_load_timeout_s, retry_failed=True
+    )
+    audit(session, key.key_id, "model.load", "model", model.id)
+    return await _info(state, model)
+
+
+@router.post("/{model_id}/unload")
+async def unload_model(
+    model_id: int, key: WriteKey, session: SessionDep, state: StateDep
+) -> ModelInfo:
+    """Unload from this replica; refused while an active slot serves the model."""
+    model = await service.get_model(session, model_id)
+    if model.triton_name in state.lifecycle.pinned:
+        raise ConflictError(
+            f"model {model_id} is pinned by an active slot; repoint the slot first",
+            model_id=model_id,
+        )
+    await state.lifecycle.unload(model.triton_name)
+    audit(session, key.key_id, "model.unload", "model", model.id)
+    return await _info(state, model)
+
+
+@router.post("/{model_id}/reload")
+async def reload_model(
+    model_id: int, key: WriteKey, session: SessionDep, state: StateDep
+) -> ModelInfo:
+    """Triton reloads in place: the loaded copy serves until the new one is ready."""
+    model = await service.get_model(session, model_id)
+    await state.lifecycle.reload(model.triton_name)
+    audit(session, key.key_id, "model.reload", "model", model.id)
+    return await _info(state, model)
+
+
+@router.get("/{model_id}/metrics")
+async def model_metrics(
+    model_id: int, _: ReadKey, session: SessionDep, lifecycle: LifecycleDep
+) -> ModelMetrics:
+    """Counts, average latencies and the batch sizes Triton formed, since it was loaded."""
+    model = await service.get_model(session, model_id)
+    try:
+        raw = await lifecycle.triton.statistics(model.triton_name)
+    except TritonError:
+        raw = {}  # not loaded here: Triton keeps no statistics for it
+    summary = summarize(raw)
+    return ModelMetrics(model_id=model.id, triton_name=model.triton_name, **summary)

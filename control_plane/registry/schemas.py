@@ -23,3 +23,22 @@ class ModelRead(BaseModel):
     manifest_sha256: str
     created_at: datetime
     load_error: str | None
+
+
+class TensorRead(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelInfo(ModelRead):
+    """A registered model plus what this replica knows of it (load state is per replica)."""
+
+    inputs: list[TensorRead] = []
+    outputs: list[TensorRead] = []
+    size_bytes: int | None = None
+    load_state: str = "unloaded"
+    pinned: bool = False
+    loaded_at: datetime | None = None
+    last_used_at: datetime | None = None
+    replica_load_error: str | None = None

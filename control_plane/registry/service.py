@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pydantic
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import ConflictError, ModelNotFoundError, ValidationError
-from control_plane.db.models import Model
+from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import publish_after_commit
-from control_plane.events.schemas import ModelTrained
+from control_plane.events.schemas import ModelDeleted, ModelTrained
 from exporters.manifest import Manifest, manifest_path, verify_files
+
+logger = logging.getLogger(__name__)
 
 
 def _read_manifest(repository: Path, triton_name: str) -> tuple[Manifest, str]:
@@ -75,3 +80,51 @@ async def get_model(session: AsyncSession, model_id: int) -> Model:
     if model is None:
         raise ModelNotFoundError(f"model {model_id} not found", model_id=model_id)
     return model
+
+
+async def delete_model(session: AsyncSession, model_id: int) -> Model:
+    """Remove from the registry (files stay); refused while any slot refers to it."""
+    model = await get_model(session, model_id)
+    slot_id = await session.scalar(
+        select(DeploymentSlot.id).where(DeploymentSlot.model_id == model_id).limit(1)
+    )
+    if slot_id is not None:
+        raise ConflictError(
+            f"model {model_id} is used by slot {slot_id}; repoint or delete the slot first",
+            model_id=model_id,
+            slot_id=slot_id,
+        )
+    await session.delete(model)
+    await session.flush()
+    publish_after_commit(session, ModelDeleted(model_id=model.id, triton_name=model.triton_name))
+    return model
+
+
+async def record_load_error(
+    sessionmaker: async_sessionmaker[AsyncSession], triton_name: str, reason: str | None
+) -> None:
+    """Triton's reason on the model row (its own transaction: no request is involved),
+    so every replica's API and the CLI show it; None clears it after a good load."""
+    query = update(Model).where(Model.triton_name == triton_name)
+    if reason is None:
+        query = query.where(Model.load_error.is_not(None))
+    try:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(query.values(load_error=reason))
+    except SQLAlchemyError as exc:
+        logger.warning("could not record the load state of %s: %s", triton_name, exc)
+
+
+def disk_details(repository: Path, triton_name: str) -> dict[str, Any]:
+    """Inputs/outputs from the manifest and bytes on disk (blocking: run in a thread)."""
+    root = repository / triton_name
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else None
+    try:
+        manifest = Manifest.model_validate_json(manifest_path(repository, triton_name).read_bytes())
+    except (OSError, pydantic.ValidationError):
+        return {"size_bytes": size}
+    return {
+        "size_bytes": size,
+        "inputs": [t.model_dump(include={"name", "datatype", "shape"}) for t in manifest.inputs],
+        "outputs": [t.model_dump(include={"name", "datatype", "shape"}) for t in manifest.outputs],
+    }

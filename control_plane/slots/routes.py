@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
-from control_plane.core.state import SessionDep
+from control_plane.core.state import SessionDep, StateDep
 from control_plane.keys.deps import ReadKey, WriteKey, ensure_project_access
+from control_plane.registry.service import get_model
 from control_plane.slots import service
 from control_plane.slots.repository import get_project, get_slot, project_slots
 from control_plane.slots.schemas import SlotCreate, SlotRead, SlotUpdate
@@ -14,11 +15,19 @@ from control_plane.slots.schemas import SlotCreate, SlotRead, SlotUpdate
 router = APIRouter(tags=["slots"])
 
 
+async def _prepare(state: StateDep, session: SessionDep, model_id: int) -> None:
+    """Load and warm the model on this replica first; 409/503 if it cannot serve."""
+    model = await get_model(session, model_id)
+    await state.lifecycle.prepare(model.triton_name)
+
+
 @router.post("/projects/{project_id}/slots", status_code=status.HTTP_201_CREATED)
 async def create_slot(
-    project_id: int, body: SlotCreate, key: WriteKey, session: SessionDep
+    project_id: int, body: SlotCreate, key: WriteKey, session: SessionDep, state: StateDep
 ) -> SlotRead:
     ensure_project_access(key, project_id)
+    if body.active:  # a slot that serves must never point at a cold or broken model
+        await _prepare(state, session, body.model_id)
     slot = await service.create_slot(session, project_id, body)
     audit(session, key.key_id, "slot.create", "slot", slot.id, **body.model_dump())
     return SlotRead.model_validate(slot)
@@ -33,10 +42,15 @@ async def list_slots(project_id: int, key: ReadKey, session: SessionDep) -> list
 
 @router.patch("/slots/{slot_id}")
 async def update_slot(
-    slot_id: int, body: SlotUpdate, key: WriteKey, session: SessionDep
+    slot_id: int, body: SlotUpdate, key: WriteKey, session: SessionDep, state: StateDep
 ) -> SlotRead:
     slot = await get_slot(session, slot_id)
     ensure_project_access(key, slot.project_id)
+    repointed = body.model_id is not None and body.model_id != slot.model_id
+    activated = body.active is True and not slot.active
+    will_serve = slot.active if body.active is None else body.active
+    if will_serve and (repointed or activated):
+        await _prepare(state, session, body.model_id or slot.model_id)
     await service.update_slot(session, slot, body)
     audit(
         session, key.key_id, "slot.update", "slot", slot.id, **body.model_dump(exclude_unset=True)

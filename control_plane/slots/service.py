@@ -7,9 +7,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.core.errors import ConflictError
 from control_plane.db.models import DeploymentSlot
+from control_plane.events.bus import publish_after_commit
+from control_plane.events.schemas import SlotChanged
 from control_plane.registry.service import get_model
 from control_plane.slots.repository import get_project
 from control_plane.slots.schemas import SlotCreate, SlotUpdate
+
+
+def slot_changed(session: AsyncSession, slot: DeploymentSlot) -> None:
+    """Every replica re-reads its pinned set after the commit (and reconciles anyway)."""
+    publish_after_commit(
+        session,
+        SlotChanged(
+            project_id=slot.project_id, slot_id=slot.id, model_id=slot.model_id, active=slot.active
+        ),
+    )
 
 
 async def _only_control(session: AsyncSession, project_id: int, slot_id: int) -> None:
@@ -35,6 +47,7 @@ async def create_slot(session: AsyncSession, project_id: int, body: SlotCreate) 
     await session.flush()
     if slot.is_control:
         await _only_control(session, project_id, slot.id)
+    slot_changed(session, slot)
     return slot
 
 
@@ -47,3 +60,5 @@ async def update_slot(session: AsyncSession, slot: DeploymentSlot, body: SlotUpd
     await session.flush()
     if changes.get("is_control"):
         await _only_control(session, slot.project_id, slot.id)
+    if {"model_id", "active"} & changes.keys():
+        slot_changed(session, slot)

@@ -1,4 +1,8 @@
-"""One long-lived async gRPC client to this replica's Triton: load on demand, infer.
+"""One long-lived async gRPC client to this replica's Triton: load, unload, infer, inspect.
+
+The model lifecycle (control_plane/lifecycle) installs itself as `loader`, so every
+inference path, whichever route calls `infer`, goes through its single-flight loads,
+LRU bookkeeping and pinning; without one the gateway loads on demand by itself.
 
 Failures keep Triton's own reason and map to 502 (Triton refused), 503 (Triton
 unreachable) or 504 (deadline), so callers can tell a bad model from a down server.
@@ -8,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -47,11 +53,21 @@ def _is_not_loaded(exc: InferenceServerException) -> bool:
     return any(hint in text for hint in _NOT_LOADED_HINTS)
 
 
+# Triton's unload returns before the model is gone: poll the index this often.
+_UNLOAD_POLL_S = 0.05
+
+
 class TritonGateway:
     def __init__(self, url: str, *, timeout_s: float, load_timeout_s: float) -> None:
         self.client = InferenceServerClient(url=url)
         self.timeout_s = timeout_s
         self.load_timeout_s = load_timeout_s
+        # Set by the model lifecycle: called before every inference with the model name.
+        self.loader: Callable[[str], Awaitable[None]] | None = None
+        # Set by the lifecycle: Triton said the model is gone, so it must not count as ready.
+        self.on_not_loaded: Callable[[str], None] | None = None
+        # Requests inside Triton per model: eviction never unloads a model in use.
+        self.in_flight: Counter[str] = Counter()
         self._ready: set[str] = set()
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._load_failures: dict[str, tuple[str, float]] = {}
@@ -76,8 +92,71 @@ class TritonGateway:
         self._ready = set(names)
         return names
 
+    async def repository_index(self) -> dict[str, dict[str, str]]:
+        """name -> {"state", "reason"} for every model in the repository."""
+        try:
+            index = await self.client.get_model_repository_index(
+                as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc, "repository index") from exc
+        return {
+            m["name"]: {"state": m.get("state", "UNAVAILABLE"), "reason": m.get("reason", "")}
+            for m in index.get("models", [])
+        }
+
+    async def load(self, name: str, timeout_s: float | None = None) -> None:
+        """Triton's explicit load over gRPC, with a deadline; Triton's reason on failure."""
+        try:
+            await self.client.load_model(name, client_timeout=timeout_s or self.load_timeout_s)
+        except InferenceServerException as exc:
+            status = str(exc.status() or "")
+            if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
+                raise triton_error(exc, "model load") from exc
+            message = f"model {name!r} could not be loaded: {exc.message() or exc}"
+            raise ModelLoadError(message, triton_name=name) from exc
+        self._ready.add(name)
+
+    async def unload(self, name: str, wait_s: float = 30.0) -> None:
+        """Unload and wait until the repository index no longer shows the model in use."""
+        self._ready.discard(name)
+        try:
+            await self.client.unload_model(name, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise triton_error(exc, "model unload") from exc
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            state = (await self.repository_index()).get(name, {}).get("state")
+            if state not in ("READY", "UNLOADING", "LOADING"):
+                return
+            await asyncio.sleep(_UNLOAD_POLL_S)
+        raise TritonTimeoutError(f"model {name!r} still unloading after {wait_s:.0f}s")
+
+    async def statistics(self, name: str) -> dict[str, Any]:
+        try:
+            stats = await self.client.get_inference_statistics(
+                name, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc, "statistics") from exc
+        result: dict[str, Any] = stats
+        return result
+
+    async def server_metadata(self) -> dict[str, Any]:
+        try:
+            meta = await self.client.get_server_metadata(
+                as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc, "server metadata") from exc
+        result: dict[str, Any] = meta
+        return result
+
     async def ensure_loaded(self, name: str) -> None:
         """Explicit load if this replica's Triton does not have the model ready."""
+        if self.loader is not None:
+            await self.loader(name)
+            return
         if name in self._ready:
             return
         lock = self._load_locks.setdefault(name, asyncio.Lock())
@@ -110,17 +189,43 @@ class TritonGateway:
     ) -> dict[str, npt.NDArray[np.generic]]:
         await self.ensure_loaded(name)
         try:
-            return await self._infer_once(name, inputs, outputs)
+            return await self._infer_counted(name, inputs, outputs)
         except InferenceServerException as exc:
             if not _is_not_loaded(exc):
                 raise triton_error(exc, "inference") from exc
         # Unloaded behind our back (another process, a restart): load once more and retry.
         self._ready.discard(name)
+        if self.on_not_loaded is not None:
+            self.on_not_loaded(name)
         await self.ensure_loaded(name)
+        try:
+            return await self._infer_counted(name, inputs, outputs)
+        except InferenceServerException as exc:
+            raise triton_error(exc, "inference") from exc
+
+    async def infer_loaded(
+        self,
+        name: str,
+        inputs: dict[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str],
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        """Inference without the loader (warm-up requests of a model being loaded)."""
         try:
             return await self._infer_once(name, inputs, outputs)
         except InferenceServerException as exc:
             raise triton_error(exc, "inference") from exc
+
+    async def _infer_counted(
+        self,
+        name: str,
+        inputs: dict[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str],
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        self.in_flight[name] += 1
+        try:
+            return await self._infer_once(name, inputs, outputs)
+        finally:
+            self.in_flight[name] -= 1
 
     async def _infer_once(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,7 +33,9 @@ def replica_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def uvicorn_replica(settings: Settings, log_dir: Path) -> Iterator[str]:
+def uvicorn_replica(
+    settings: Settings, log_dir: Path, extra_env: Mapping[str, str] | None = None
+) -> Iterator[str]:
     port = free_port()
     process = ManagedProcess(
         f"conch-{port}",
@@ -42,7 +44,7 @@ def uvicorn_replica(settings: Settings, log_dir: Path) -> Iterator[str]:
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
         ],
         log_path=log_dir / f"replica-{port}.log",
-        env=replica_env(settings),
+        env={**replica_env(settings), **(extra_env or {})},
         cwd=PROJECT_ROOT,
     )  # fmt: skip
     process.spawn()

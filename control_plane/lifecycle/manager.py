@@ -1,0 +1,300 @@
+"""Loads, warm-ups, unloads and eviction of models in this replica's Triton.
+
+Every inference passes through `ensure` (installed as the gateway's loader): a
+ready model costs a dict lookup; a cold one starts ONE load shared by every
+request that wants it (single-flight), and each request waits for it only as long
+as its deadline allows, then gets 503 + Retry-After while the load goes on.
+Pinned models (those in an active slot) are never evicted; the others are
+unloaded least-recently-used beyond `max_loaded`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from control_plane.core import metrics
+from control_plane.core.errors import (
+    ConflictError,
+    ModelLoadError,
+    ServiceUnavailableError,
+    TritonError,
+    TritonTimeoutError,
+    TritonUnavailableError,
+)
+from control_plane.lifecycle.queue import LoadQueue
+from control_plane.lifecycle.status import LoadState, ModelStatus
+from control_plane.lifecycle.warmup import warm
+from control_plane.registry.service import record_load_error
+from control_plane.triton.client import TritonGateway
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLoadingError(ServiceUnavailableError):
+    """The model is being loaded and will not be ready within this request's deadline."""
+
+    def __init__(self, message: str, retry_after_s: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+class ModelLifecycle:
+    def __init__(
+        self,
+        triton: TritonGateway,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        repository: Path,
+        *,
+        max_loaded: int,
+        request_wait_s: float,
+        load_timeout_s: float,
+    ) -> None:
+        self.triton = triton
+        self.sessionmaker = sessionmaker
+        self.repository = repository
+        self.max_loaded = max_loaded
+        self.request_wait_s = request_wait_s
+        self.load_timeout_s = load_timeout_s
+        self.statuses: dict[str, ModelStatus] = {}
+        self.pinned: frozenset[str] = frozenset()
+        self._loads: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._queue = LoadQueue()
+        self._evict_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        triton.loader = self.ensure
+        triton.on_not_loaded = self.forget
+
+    def status(self, name: str) -> ModelStatus:
+        status = self.statuses.get(name)
+        if status is None:
+            status = self.statuses[name] = ModelStatus(name)
+        return status
+
+    def loading(self, name: str) -> bool:
+        return name in self._loads
+
+    def loaded(self) -> list[str]:
+        return sorted(n for n, s in self.statuses.items() if s.state is LoadState.ready)
+
+    # --- the request path -------------------------------------------------------------
+
+    async def ensure(self, name: str) -> None:
+        """Called before every inference: ready models return at once."""
+        status = self.statuses.get(name)
+        if status is not None and status.state is LoadState.ready:
+            status.touch()
+            return
+        status = self.status(name)
+        status.touch()  # a cold model being asked for is the most recently used
+        metrics.increment("lifecycle.on_demand_loads")
+        await self.wait_loaded(name, self.request_wait_s)
+
+    def forget(self, name: str) -> None:
+        """Triton says the model is not loaded (restart, someone else unloaded it)."""
+        status = self.status(name)
+        if status.state is LoadState.ready:
+            status.mark_unloaded()
+
+    async def wait_loaded(self, name: str, wait_s: float, *, retry_failed: bool = False) -> None:
+        """Join (or start) the one load of `name`; wait for it at most `wait_s`."""
+        status = self.status(name)
+        if status.state is LoadState.ready:
+            return
+        if status.backing_off and not retry_failed:
+            raise ModelLoadError(
+                status.load_error or f"model {name!r} failed to load",
+                triton_name=name,
+                retry_after_s=round(status.retry_after_s, 1),
+            )
+        task = self._start_load(name)
+        self._queue.hurry(name)  # someone waits: jump the queue of background loads
+        try:
+            await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            raise ModelLoadingError(
+                f"model {name!r} is loading; retry shortly",
+                retry_after_s=max(1.0, wait_s / 2),
+                triton_name=name,
+            ) from None
+
+    async def prepare(self, name: str) -> None:
+        """Before a slot points at `name`: loaded and warmed here, or a refusal (409/503)."""
+        self.status(name).touch()
+        try:
+            await self.wait_loaded(name, self.load_timeout_s, retry_failed=True)
+        except ModelLoadError as exc:
+            raise ConflictError(
+                f"model cannot serve, the slot was not changed: {exc.message}",
+                triton_name=name,
+                load_error=exc.message,
+            ) from exc
+
+    async def reload(self, name: str) -> None:
+        """Triton's load of a loaded model swaps in place: the old copy serves meanwhile."""
+        status = self.status(name)
+        async with self._lock(name):
+            try:
+                await self.triton.load(name, self.load_timeout_s)
+                await self._warm(name)
+            except (ModelLoadError, TritonError) as exc:
+                if not isinstance(exc, TritonUnavailableError | TritonTimeoutError):
+                    await self._fail(status, exc.message)
+                raise
+            status.mark_ready()
+        await self._record_error(name, None)
+
+    # --- loads in the background (events, reconcile, management API) -----------------
+
+    def load_in_background(self, name: str, *, retry_failed: bool = False) -> None:
+        status = self.status(name)
+        if status.state in (LoadState.ready, LoadState.loading):
+            return
+        if status.backing_off and not retry_failed:
+            return
+        self._start_load(name)
+
+    def _start_load(self, name: str) -> asyncio.Task[None]:
+        task = self._loads.get(name)
+        if task is None:
+            self._queue.reset(name)
+            task = asyncio.create_task(self._load(name), name=f"conch-load-{name}")
+            self._loads[name] = task
+            task.add_done_callback(lambda done: self._load_finished(name, done))
+        return task
+
+    def _load_finished(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._loads.get(name) is task:
+            del self._loads[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: failures were logged and recorded in _load
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _load(self, name: str) -> None:
+        queued = await self._queue.turn(name)
+        try:
+            await self._load_now(name)
+        finally:
+            if queued:
+                self._queue.release()
+
+    async def _load_now(self, name: str) -> None:
+        status = self.status(name)
+        async with self._lock(name):  # never overlaps an unload of the same model
+            if status.state is LoadState.ready:
+                return
+            status.state = LoadState.loading
+            started = time.monotonic()
+            try:
+                await self.triton.load(name, self.load_timeout_s)
+                await self._warm(name)
+            except (TritonUnavailableError, TritonTimeoutError) as exc:
+                # Triton itself is the problem, not the model: no backoff, no record.
+                status.mark_unloaded()
+                status.state = LoadState.unloaded
+                metrics.increment("lifecycle.load_errors")
+                logger.warning("loading %s: %s", name, exc.message)
+                raise
+            except (ModelLoadError, TritonError) as exc:
+                await self._fail(status, exc.message)
+                raise
+            except BaseException:
+                status.state = LoadState.unloaded
+                raise
+            status.mark_ready()
+            if status.last_used == 0.0:
+                status.last_used = time.monotonic()  # loaded now: not the first to evict
+        elapsed = time.monotonic() - started
+        metrics.increment("lifecycle.loads")
+        logger.info("loaded and warmed %s in %.2fs", name, elapsed)
+        await self._record_error(name, None)
+        self._spawn(self.evict())
+
+    async def _warm(self, name: str) -> None:
+        await warm(self.triton, self.repository, name)
+
+    async def _fail(self, status: ModelStatus, reason: str) -> None:
+        status.mark_failed(reason)
+        metrics.increment("lifecycle.load_failures")
+        logger.warning(
+            "model %s failed to load (attempt %d, retry in %.0fs): %s",
+            status.triton_name, status.failures, status.retry_after_s, reason,
+        )  # fmt: skip
+        with contextlib.suppress(TritonError):  # a half-loaded model must not linger
+            await self.triton.unload(status.triton_name, wait_s=5.0)
+        await self._record_error(status.triton_name, reason)
+
+    async def _record_error(self, name: str, reason: str | None) -> None:
+        await record_load_error(self.sessionmaker, name, reason)
+
+    # --- unloads and eviction ---------------------------------------------------------
+
+    async def unload(self, name: str) -> None:
+        status = self.status(name)
+        async with self._lock(name):
+            status.state = LoadState.unloading
+            try:
+                await self.triton.unload(name)
+            finally:
+                status.mark_unloaded()
+        metrics.increment("lifecycle.unloads")
+        logger.info("unloaded %s", name)
+
+    def unload_in_background(self, name: str) -> None:
+        if name in self.statuses and self.statuses[name].state is LoadState.ready:
+            self._spawn(self._unload_logged(name))
+
+    async def _unload_logged(self, name: str) -> None:
+        try:
+            await self.unload(name)
+        except TritonError as exc:
+            logger.warning("could not unload %s: %s", name, exc.message)
+
+    async def evict(self) -> list[str]:
+        """Unload least-recently-used unpinned models beyond `max_loaded`; never one in use."""
+        evicted: list[str] = []
+        async with self._evict_lock:
+            unpinned = [
+                s
+                for s in self.statuses.values()
+                if s.state is LoadState.ready and s.triton_name not in self.pinned
+            ]
+            excess = len(unpinned) - self.max_loaded
+            for status in sorted(unpinned, key=lambda s: s.last_used):
+                if excess <= 0:
+                    break
+                name = status.triton_name
+                if self.triton.in_flight[name] > 0 or name in self._loads:
+                    continue
+                status.evicted = True
+                try:
+                    await self.unload(name)
+                except TritonError as exc:
+                    logger.warning("could not evict %s: %s", name, exc.message)
+                    continue
+                metrics.increment("lifecycle.evictions")
+                evicted.append(name)
+                excess -= 1
+        return evicted
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for task in [*self._loads.values(), *self._background]:
+            task.cancel()
+        for task in [*self._loads.values(), *self._background]:
+            with contextlib.suppress(BaseException):
+                await task

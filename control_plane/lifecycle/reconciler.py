@@ -1,0 +1,174 @@
+"""SQL is the source of truth: converge this replica's Triton on it, events or not.
+
+The desired set is every model in an active slot (pinned), models registered
+since the last pass (what a lost `model_trained` would have loaded) and models
+used recently. A pass runs at start, after every (re)subscription to Redis (events
+sent while disconnected are lost), on `slot_changed`, and every `interval_s`, so a
+lost event delays convergence by at most one period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from control_plane.core import metrics
+from control_plane.core.errors import TritonError
+from control_plane.core.tasks import cancel_and_wait
+from control_plane.db.models import DeploymentSlot, Model
+from control_plane.events.bus import EventBus
+from control_plane.events.schemas import ModelDeleted, ModelTrained, SlotChanged
+from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.status import LoadState
+
+logger = logging.getLogger(__name__)
+
+
+async def pinned_models(session: AsyncSession) -> set[str]:
+    query = (
+        select(Model.triton_name)
+        .join(DeploymentSlot, DeploymentSlot.model_id == Model.id)
+        .where(DeploymentSlot.active.is_(True))
+        .distinct()
+    )
+    return set((await session.scalars(query)).all())
+
+
+def adopt(
+    lifecycle: ModelLifecycle, index: dict[str, dict[str, str]], registered: Iterable[str]
+) -> None:
+    """Align memory with Triton's repository index (a restart, an operator's unload)."""
+    for name in registered:
+        state = index.get(name, {}).get("state")
+        status = lifecycle.statuses.get(name)
+        if lifecycle.loading(name) or (status and status.state is LoadState.unloading):
+            continue  # a load or unload in progress will set the state itself
+        if state == "READY" and (status is None or status.state is not LoadState.ready):
+            lifecycle.status(name).mark_ready()
+        elif state != "READY" and status is not None and status.state is LoadState.ready:
+            status.mark_unloaded()
+
+
+def recently_used(lifecycle: ModelLifecycle, window_s: float) -> set[str]:
+    """Unpinned models used lately and not evicted by us: worth having back."""
+    horizon = time.monotonic() - window_s
+    recent = [
+        s
+        for s in lifecycle.statuses.values()
+        if s.last_used >= horizon and not s.evicted and s.triton_name not in lifecycle.pinned
+    ]
+    recent.sort(key=lambda s: s.last_used, reverse=True)
+    return {s.triton_name for s in recent[: lifecycle.max_loaded]}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        lifecycle: ModelLifecycle,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        interval_s: float,
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.sessionmaker = sessionmaker
+        self.interval_s = interval_s
+        self.passes = 0
+        self.last_pass_at: float | None = None
+        self.last_error: str | None = None
+        # Registered names as of the last pass (None before the first): names that
+        # appear later are new models whose model_trained this replica may have missed.
+        self._registered: set[str] | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def attach(self, events: EventBus) -> None:
+        events.on("model_trained", self.on_model_trained)
+        events.on("model_deleted", self.on_model_deleted)
+        events.on("slot_changed", self.on_slot_changed)
+        events.on_subscribe(self.wake)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # Handlers return at once: the work runs in background tasks, never in a request.
+    async def on_model_trained(self, event: ModelTrained) -> None:
+        metrics.increment("lifecycle.events.model_trained")
+        if self._registered is not None:
+            self._registered.add(event.triton_name)  # handled here: not "fresh" later
+        self.lifecycle.status(event.triton_name).touch()  # new: most recently wanted
+        self.lifecycle.load_in_background(event.triton_name, retry_failed=True)
+
+    async def on_model_deleted(self, event: ModelDeleted) -> None:
+        metrics.increment("lifecycle.events.model_deleted")
+        self.lifecycle.unload_in_background(event.triton_name)
+
+    async def on_slot_changed(self, event: SlotChanged) -> None:
+        metrics.increment("lifecycle.events.slot_changed")
+        self.wake()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="conch-reconciler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            pause = self.interval_s
+            try:
+                await self.reconcile()
+                self.last_error = None
+            except (SQLAlchemyError, TritonError, OSError) as exc:
+                self.last_error = str(exc)
+                pause = min(pause, 5.0)  # e.g. Triton still starting beside us
+                metrics.increment("lifecycle.reconcile_errors")
+                logger.warning("reconcile failed (next in %.0fs): %s", pause, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+
+    async def reconcile(self) -> None:
+        # Copied before reading SQL: a name an event adds meanwhile is then surely in
+        # the rows read, never mistaken for a deleted model.
+        known = None if self._registered is None else set(self._registered)
+        async with self.sessionmaker() as session:
+            rows = (await session.execute(select(Model.id, Model.triton_name))).all()
+            pinned = await pinned_models(session)
+        registered = {name: model_id for model_id, name in rows}
+        lifecycle = self.lifecycle
+        lifecycle.pinned = frozenset(pinned)
+        index = await lifecycle.triton.repository_index()
+        adopt(lifecycle, index, registered)
+
+        fresh = set() if known is None else registered.keys() - known
+        for name in fresh:
+            lifecycle.status(name).touch()
+
+        recent = recently_used(lifecycle, window_s=max(10 * self.interval_s, 300.0))
+        for name in pinned | fresh | recent:
+            lifecycle.load_in_background(name)
+        for name in (known or set()) - registered.keys():  # deleted from the registry
+            if lifecycle.status(name).state is LoadState.ready:
+                await lifecycle.unload(name)
+        self._registered = set(registered)
+        await lifecycle.evict()
+        self.passes += 1
+        self.last_pass_at = time.time()
+        metrics.increment("lifecycle.reconciles")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "passes": self.passes,
+            "last_pass_at": self.last_pass_at,
+            "interval_s": self.interval_s,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,55 @@
+"""/api/v1/engine: this replica's Triton, its loaded models and where time goes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from control_plane.core import metrics
+from control_plane.core.errors import TritonError
+from control_plane.core.state import StateDep
+from control_plane.keys.deps import ReadKey
+from control_plane.lifecycle.schemas import EngineModel, EngineStatus
+from control_plane.lifecycle.stats import summarize
+
+router = APIRouter(tags=["engine"])
+
+
+@router.get("/engine")
+async def engine_status(_: ReadKey, state: StateDep) -> EngineStatus:
+    triton, lifecycle = state.triton, state.lifecycle
+    live = await triton.is_live()
+    metadata = await triton.server_metadata() if live else {}
+    models: list[EngineModel] = []
+    for name in lifecycle.loaded():
+        try:
+            summary = summarize(await triton.statistics(name))
+        except TritonError:
+            summary = summarize({})
+        status = lifecycle.statuses[name]
+        models.append(
+            EngineModel(
+                triton_name=name,
+                state=status.state.value,
+                pinned=name in lifecycle.pinned,
+                last_used_at=status.last_used_at,
+                queue_ms_total=summary["queue_ms_total"],
+                compute_ms_total=summary["compute_ms_total"],
+                request_count=summary["request_count"],
+            )
+        )
+    return EngineStatus(
+        server=str(metadata.get("name", "triton")),
+        version=str(metadata.get("version", "unknown")),
+        live=live,
+        max_loaded_models=lifecycle.max_loaded,
+        loaded_models=models,
+        queue_ms_total=sum(m.queue_ms_total for m in models),
+        compute_ms_total=sum(m.compute_ms_total for m in models),
+        reconciler=state.reconciler.snapshot(),
+        listener_connected=state.events.subscribed.is_set(),
+        counters={
+            name: count
+            for name, count in metrics.snapshot().items()
+            if name.startswith(("lifecycle.", "events."))
+        },
+    )

@@ -1,0 +1,173 @@
+"""Two replicas (control plane + its own embedded Triton each) over one Redis and one SQL.
+
+Started once for the whole directory: Triton start-up is the expensive part. The
+replicas reconcile every 2 s and keep at most two unpinned models loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from control_plane.cli.keys_db import create_key_in_database
+from control_plane.core.process import free_port
+from control_plane.core.redis_embedded import EmbeddedRedis
+from control_plane.core.settings import Settings
+from control_plane.db import upgrade
+from control_plane.triton.embedded import EmbeddedTriton
+from exporters.manifest import manifest_path, sha256_file
+from tests.control_plane.recommender_model import write_recommender
+from tests.control_plane.replicas import uvicorn_replica
+
+RECONCILE_S = 2.0
+MAX_LOADED = 2
+REPLICA_ENV = {
+    "INFERENCE_MAX_LOADED_MODELS": str(MAX_LOADED),
+    "CONCH_RECONCILE_INTERVAL_S": str(RECONCILE_S),
+    # Redis is stopped on purpose below: no per-process rate-limit fallback in the way.
+    "CONCH_RATE_LIMIT_ENABLED": "false",
+    # A cold load takes 2-3 s here, several times that while other test suites share
+    # the two cores: requests wait for it rather than get 503 + Retry-After.
+    "CONCH_MODEL_LOAD_WAIT_S": "30",
+}
+
+
+def _busy() -> bool:
+    return os.getloadavg()[0] / (os.cpu_count() or 1) > 1.5
+
+
+def swap_bound_s() -> float:
+    """5 s on this machine when it is ours; more while other work saturates its cores."""
+    return 10.0 if _busy() else 5.0
+
+
+def load_slack_s() -> float:
+    """A small model's load and warm-up: 2-3 s on these two cores, longer when shared."""
+    return 6.0 if _busy() else 3.0
+
+
+@dataclass
+class Cluster:
+    urls: list[str]
+    redis: EmbeddedRedis
+    repository: Path
+    admin_key: str
+    base_model_id: int
+    project_id: int
+    slot_id: int
+    seeds: list[int]
+    slot_model_id: int = 0  # what the project's only slot serves now
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"X-API-Key": self.admin_key}
+
+    def new_model(self, *, corrupt: bool = False) -> str:
+        """Write a fresh recommender (a new seed: new weights) into the shared repository."""
+        seed = 100 + len(self.seeds)
+        self.seeds.append(seed)
+        name = f"lc_{uuid.uuid4().hex[:8]}"
+        write_recommender(self.repository, name, seed)
+        if corrupt:
+            _corrupt(self.repository, name)
+        return name
+
+    def register(self, triton_name: str, replica: int = 0) -> int:
+        response = httpx.post(
+            f"{self.urls[replica]}/api/v1/models",
+            json={"triton_name": triton_name},
+            headers=self.admin,
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        model_id: int = response.json()["id"]
+        return model_id
+
+    def loaded_ids(self, replica: int) -> set[int]:
+        response = httpx.get(f"{self.urls[replica]}/inference/models", timeout=15)
+        return set(response.json()["models"])
+
+    def wait_loaded_everywhere(self, model_id: int, timeout_s: float) -> float:
+        """Seconds until every replica lists the model as loaded."""
+        started = time.monotonic()
+        pending = set(range(len(self.urls)))
+        while pending:
+            pending = {r for r in pending if model_id not in self.loaded_ids(r)}
+            if not pending:
+                break
+            assert time.monotonic() - started < timeout_s, f"replicas {pending} did not load"
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+
+def _corrupt(repository: Path, triton_name: str) -> None:
+    """Garbage in place of the ONNX file, with a manifest that vouches for it: registration
+    accepts it (hashes match) and only Triton's load can tell."""
+    model_file = repository / triton_name / "1" / "model.onnx"
+    model_file.write_bytes(b"this is not an onnx model" * 10)
+    path = manifest_path(repository, triton_name)
+    manifest = json.loads(path.read_text())
+    manifest["files"]["1/model.onnx"] = sha256_file(model_file)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _start_triton(repository: Path) -> EmbeddedTriton:
+    server = EmbeddedTriton(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
+    )
+    return server.start()
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    repository = tmp_path_factory.mktemp("lifecycle_repository")
+    write_recommender(repository, "lc_base", seed=7)
+    database_url = f"sqlite:///{tmp_path_factory.mktemp('lifecycle_sql') / 'conch.db'}"
+    upgrade(database_url)
+    logs = tmp_path_factory.mktemp("lifecycle_logs")
+    with ExitStack() as stack:
+        redis = stack.enter_context(EmbeddedRedis())
+        # One after the other, from this thread: Triton dies with the thread that spawned it.
+        tritons = [_start_triton(repository) for _ in range(2)]
+        for triton in tritons:
+            stack.callback(triton.stop)
+        settings = [
+            Settings(
+                environment="test",
+                database_url=database_url,
+                redis_url=redis.url,
+                model_events_redis_url=redis.url,
+                triton_grpc_url=triton.grpc_url,
+                model_repository=repository,
+            )
+            for triton in tritons
+        ]
+        urls = [stack.enter_context(uvicorn_replica(s, logs, REPLICA_ENV)) for s in settings]
+        admin_key = asyncio.run(create_key_in_database(settings[0], scopes=["admin"]))
+        headers = {"X-API-Key": admin_key}
+        base = httpx.post(
+            f"{urls[0]}/api/v1/models", json={"triton_name": "lc_base"}, headers=headers
+        ).json()["id"]
+        project = httpx.post(
+            f"{urls[0]}/api/v1/projects", json={"name": "lifecycle"}, headers=headers
+        ).json()["id"]
+        slot = httpx.post(
+            f"{urls[0]}/api/v1/projects/{project}/slots",
+            json={"name": "main", "model_id": base, "weight": 100},
+            headers=headers,
+            timeout=60,
+        )
+        assert slot.status_code == 201, slot.text
+        yield Cluster(
+            urls, redis, repository, admin_key, base, project, slot.json()["id"], [], base
+        )
