@@ -11,8 +11,11 @@ import numpy.typing as npt
 
 from control_plane.core.errors import UserNotInModelError
 from control_plane.inference.runtime import RecommenderRuntime
-from control_plane.inference.schemas import ScoredItem
 from control_plane.triton.client import TritonGateway
+
+# {"item_id": ..., "score": ...}: plain dicts, rendered straight to JSON by orjson
+# (the response models in schemas.py document the same shape).
+Item = dict[str, str | float]
 
 
 async def recommend(
@@ -20,7 +23,7 @@ async def recommend(
     runtime: RecommenderRuntime,
     user_ids: Sequence[str],
     cutoff: int,
-) -> list[list[ScoredItem]]:
+) -> list[list[Item]]:
     """One list per user id; unknown users get an empty list (the batch contract)."""
     rows = [runtime.user_index.get(user) for user in user_ids]
     known = [row for row in rows if row is not None]
@@ -28,7 +31,7 @@ async def recommend(
         return [[] for _ in user_ids]
     item_rows, score_rows = await _infer_rows(triton, runtime, known)
     limit = min(cutoff, runtime.max_k)
-    results: list[list[ScoredItem]] = []
+    results: list[list[Item]] = []
     position = 0
     for row in rows:
         if row is None:
@@ -67,13 +70,13 @@ def _items(
     items: npt.NDArray[np.generic],
     scores: npt.NDArray[np.generic],
     limit: int,
-) -> list[ScoredItem]:
-    chosen: list[ScoredItem] = []
+) -> list[Item]:
+    chosen: list[Item] = []
     for index, score in zip(items.tolist(), scores.tolist(), strict=True):
         # -inf marks seen items and padding: "no more items".
         if not math.isfinite(score) or not 0 <= index < len(runtime.item_ids):
             continue
-        chosen.append(ScoredItem(item_id=runtime.item_ids[index], score=score))
+        chosen.append({"item_id": runtime.item_ids[index], "score": score})
         if len(chosen) == limit:
             break
     return chosen
@@ -81,7 +84,7 @@ def _items(
 
 async def recommend_one(
     triton: TritonGateway, runtime: RecommenderRuntime, user_id: str, cutoff: int
-) -> list[ScoredItem]:
+) -> list[Item]:
     if user_id not in runtime.user_index:
         raise UserNotInModelError(
             f"user {user_id!r} not in model {runtime.model_id}",
