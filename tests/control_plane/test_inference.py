@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 import uuid
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
+from control_plane.triton.embedded import EmbeddedTriton
+from exporters.manifest import (
+    RECOMMENDER_INPUT,
+    RECOMMENDER_ITEMS,
+    RECOMMENDER_SCORES,
+    load_manifest,
+)
 from tests.control_plane.recommender_model import MAX_K, SEEN
 
 
@@ -153,3 +163,34 @@ async def test_health_and_loaded_models_need_no_key(
     assert health.json()["status"] == "healthy" and health.json()["loaded_models"] >= 1
     models = (await client.get("/inference/models")).json()
     assert model_ids["a"] in models["models"] and models["count"] == len(models["models"])
+
+
+async def test_grpc_callers_get_the_same_items_from_triton_directly(
+    client: httpx.AsyncClient,
+    predict_key: str,
+    model_ids: dict[str, int],
+    recommenders: dict[str, str],
+    model_repository: Path,
+    triton: EmbeddedTriton,
+) -> None:
+    """The documented gRPC door: USER_INDEX in, ITEM_INDEX / SCORE out, ids from the manifest."""
+    response = await client.post(
+        f"/inference/predict/{model_ids['a']}",
+        json={"user_id": "u2", "cutoff": 5},
+        headers={"X-API-Key": predict_key},
+    )
+    assert response.status_code == 200, response.text
+    spec = load_manifest(model_repository, recommenders["a"]).recommender
+    assert spec is not None
+    user = np.array([[spec.user_ids.index("u2")]], dtype=np.int64)
+    tensor = grpcclient.InferInput(RECOMMENDER_INPUT, list(user.shape), "INT64")
+    tensor.set_data_from_numpy(user)
+    result = grpcclient.InferenceServerClient(triton.grpc_url).infer(recommenders["a"], [tensor])
+    indices = result.as_numpy(RECOMMENDER_ITEMS)[0]
+    scores = result.as_numpy(RECOMMENDER_SCORES)[0]
+    direct = [
+        {"item_id": spec.item_ids[i], "score": float(s)}
+        for i, s in zip(indices, scores, strict=True)
+        if math.isfinite(s)
+    ][:5]
+    assert response.json()["items"] == direct
