@@ -93,7 +93,12 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             redis=redis,
             triton=triton,
             verifier=KeyVerifier(secret, settings.key_cache_ttl_s),
-            limiter=RateLimiter(redis, settings.rate_limit, settings.rate_limit_fallback),
+            limiter=RateLimiter(
+                redis,
+                settings.rate_limit,
+                settings.rate_limit_fallback,
+                namespace=settings.deployment_id,
+            ),
             events=EventBus(events_redis, settings.model_events_channel),
             runtimes=RuntimeCache(settings.model_repository),
             lifecycle=lifecycle,

@@ -9,10 +9,13 @@ Area-specific fixtures live in tests/<area>/conftest.py.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from control_plane.core.process import free_port
 from control_plane.core.redis_embedded import EmbeddedRedis
@@ -57,13 +60,28 @@ def redis_url(embedded_redis: EmbeddedRedis) -> str:
     return os.environ.get("REDIS_URL") or embedded_redis.url
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The machine's PostgreSQL when DATABASE_URL is set, else a fresh SQLite file."""
+@pytest.fixture(scope="session", autouse=True)
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh database for this session: a new one on the PostgreSQL server that
+    DATABASE_URL names (dropped afterwards: earlier runs must not leak rows into
+    this one, and subprocesses inherit it), else a new SQLite file."""
     external = os.environ.get("DATABASE_URL")
-    if external:
-        return external
-    return f"sqlite:///{tmp_path_factory.mktemp('sql') / 'conch.db'}"
+    if not external or not external.startswith(("postgresql", "postgres:")):
+        yield external or f"sqlite:///{tmp_path_factory.mktemp('sql') / 'conch.db'}"
+        return
+    server = make_url(external).set(drivername="postgresql")
+    name = f"conch_test_{uuid.uuid4().hex[:12]}"
+    admin = server.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    os.environ["DATABASE_URL"] = url
+    try:
+        yield url
+    finally:
+        os.environ["DATABASE_URL"] = external
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

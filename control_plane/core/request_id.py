@@ -1,13 +1,16 @@
 """Request ids: the caller's X-Request-ID when safe, else a fresh UUID4.
 
 Pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task switch per request
-and also covers responses produced by exception handlers.
+and also covers responses produced by exception handlers. It also adds the headers
+that dependencies registered for the response (rate-limit headers), whichever
+Response object the handler returns.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from contextvars import ContextVar
 
 from starlette.datastructures import MutableHeaders
@@ -18,6 +21,16 @@ HEADER = "X-Request-ID"
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="")
+# One dict per request, created by the middleware and filled in place by dependencies
+# (which may run in a copied context: mutation is visible, a new `set` would not be).
+_pending_headers: ContextVar[dict[str, str] | None] = ContextVar("pending_headers", default=None)
+
+
+def add_response_headers(headers: Mapping[str, str]) -> None:
+    """Headers for the current request's response, added when it starts."""
+    pending = _pending_headers.get()
+    if pending is not None:
+        pending.update(headers)
 
 
 def current_request_id() -> str:
@@ -49,6 +62,8 @@ class RequestIdMiddleware:
                 break
         request_id = accept_request_id(supplied)
         token = _request_id.set(request_id)
+        pending: dict[str, str] = {}
+        headers_token = _pending_headers.set(pending)
 
         started = False
 
@@ -56,7 +71,11 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)[HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[HEADER] = request_id
+                for name, value in pending.items():
+                    if name not in headers:  # an error response's own headers win
+                        headers[name] = value
             await send(message)
 
         try:
@@ -72,3 +91,4 @@ class RequestIdMiddleware:
             await response(scope, receive, send_with_id)
         finally:
             _request_id.reset(token)
+            _pending_headers.reset(headers_token)

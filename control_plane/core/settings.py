@@ -7,6 +7,7 @@ SECRET_KEY, MODEL_EVENTS_REDIS_URL. Conch's own knobs are prefixed CONCH_.
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
                 "outside development (CONCH_ENVIRONMENT=production)"
             )
         return self
+
+    @property
+    def deployment_id(self) -> str:
+        """Stable per database: namespaces shared-Redis keys of this deployment."""
+        return hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
 
     @property
     def events_redis_url(self) -> str | None:

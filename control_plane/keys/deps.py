@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from control_plane.core.errors import PermissionDeniedError, RateLimitExceededError
+from control_plane.core.request_id import add_response_headers
 from control_plane.core.state import StateDep
 from control_plane.keys.schemas import Principal
 
@@ -23,7 +24,6 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 async def authenticate(
     request: Request,
-    response: Response,
     state: StateDep,
     token: Annotated[str | None, Depends(_api_key_header)],
 ) -> Principal:
@@ -34,7 +34,7 @@ async def authenticate(
             raise RateLimitExceededError(
                 "rate limit exceeded", headers=result.headers(), limit=result.limit
             )
-        response.headers.update(result.headers())
+        add_response_headers(result.headers())
     request.state.principal = principal
     return principal
 

@@ -92,12 +92,16 @@ class RateLimiter:
         default_rate: str,
         fallback_rate: str,
         *,
+        namespace: str = "default",
         retry_redis_after_s: float = 2.0,
         warn_every_s: float = 30.0,
     ) -> None:
         self.redis = redis
         self.default_rate = default_rate
         self.fallback_rate = fallback_rate
+        # Key ids are only unique within one database: deployments sharing a Redis
+        # must not share counters.
+        self._prefix = f"conch:ratelimit:{namespace}:"
         # The hot path uses its own pipelined connection (see resp.py), not redis-py's pool.
         self._connection = PipelinedRedis.like(redis) if redis is not None else None
         self._local = LocalSlidingLog()
@@ -111,7 +115,7 @@ class RateLimiter:
         if self._connection is not None and time.monotonic() >= self._redis_down_until:
             try:
                 allowed, remaining, reset_us = await self._sliding_log(
-                    f"conch:ratelimit:{key_id}", limit, int(period * 1_000_000)
+                    f"{self._prefix}{key_id}", limit, int(period * 1_000_000)
                 )
                 return RateLimitResult(bool(allowed), limit, int(remaining), reset_us / 1e6)
             except (RedisError, OSError) as exc:
