@@ -9,6 +9,7 @@ pickle crosses this boundary.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -77,6 +78,20 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# What makes two manifests describe the same model. The rest (created_at, tool
+# versions, the parity report) changes when the same files are exported again.
+_IDENTITY_FIELDS = {
+    "triton_name", "version", "framework", "task", "format", "backend",
+    "files", "inputs", "outputs", "max_batch_size", "recommender",
+}  # fmt: skip
+
+
+def content_digest(manifest: Manifest) -> str:
+    """SHA-256 of the fields that identify the served model, stable across re-exports."""
+    identity = manifest.model_dump(mode="json", include=_IDENTITY_FIELDS)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def manifest_path(repository: Path, triton_name: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from control_plane.core.errors import ConflictError, ModelNotFoundError, Validat
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import publish_after_commit
 from control_plane.events.schemas import ModelDeleted, ModelTrained
-from exporters.manifest import Manifest, manifest_path, verify_files
+from exporters.manifest import Manifest, content_digest, manifest_path, verify_files
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +43,18 @@ def _read_manifest(repository: Path, triton_name: str) -> tuple[Manifest, str]:
         raise ValidationError(
             f"files of {triton_name!r} do not match their manifest hashes", files=bad
         )
-    return manifest, hashlib.sha256(raw).hexdigest()
+    return manifest, content_digest(manifest)
 
 
 async def register_model(session: AsyncSession, repository: Path, triton_name: str) -> Model:
-    """Idempotent for an unchanged manifest; a changed one is a conflict (rows are immutable)."""
+    """Idempotent for the same model (its files and tensors, however often it was
+    re-exported); different content under a registered name is a conflict."""
     manifest, digest = await asyncio.to_thread(_read_manifest, repository, triton_name)
     existing = await session.scalar(select(Model).where(Model.triton_name == triton_name))
     if existing is not None:
         if existing.manifest_sha256 != digest:
             raise ConflictError(
-                f"{triton_name!r} is registered with another manifest; export under a new name",
+                f"{triton_name!r} is registered with other content; export under a new name",
                 model_id=existing.id,
             )
         return existing
