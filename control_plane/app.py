@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from control_plane.abtest.routes import router as abtest_router
 from control_plane.core.errors import install_error_handlers
+from control_plane.core.metrics_route import router as metrics_router
 from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
 from control_plane.core.state import AppState
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(tabular_router)
+    app.include_router(metrics_router)
     routers = (
         projects_router, registry_router, slots_router, keys_router, abtest_router, engine_router,
     )  # fmt: skip

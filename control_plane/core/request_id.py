@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from control_plane.core import metrics
+
 HEADER = "X-Request-ID"
 # A UUID or a short token of safe characters: anything else is replaced, never echoed.
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -31,6 +33,15 @@ def add_response_headers(headers: Mapping[str, str]) -> None:
     pending = _pending_headers.get()
     if pending is not None:
         pending.update(headers)
+
+
+_STATUS_COUNTERS = {
+    code: metrics.labelled("http.responses", status=str(code)) for code in (200, 201, 404, 429)
+}
+
+
+def _status(message: Message) -> str:
+    return metrics.labelled("http.responses", status=str(message["status"]))
 
 
 def current_request_id() -> str:
@@ -71,6 +82,7 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                metrics.increment(_STATUS_COUNTERS.get(message["status"]) or _status(message))
                 headers = MutableHeaders(scope=message)
                 headers[HEADER] = request_id
                 for name, value in pending.items():

@@ -216,7 +216,7 @@ class ModelLifecycle:
                 status.last_used = time.monotonic()  # loaded now: not the first to evict
         elapsed = time.monotonic() - started
         metrics.increment("lifecycle.loads")
-        metrics.increment(f"lifecycle.loads.{name}")
+        metrics.increment(metrics.labelled("lifecycle.model_loads", model=name))
         logger.info("loaded and warmed %s in %.2fs", name, elapsed)
         await self._record_error(name, None)
         self._spawn(self.evict())

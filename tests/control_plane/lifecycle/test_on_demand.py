@@ -33,7 +33,7 @@ async def test_concurrent_requests_for_a_cold_model_share_one_load(
 ) -> None:
     await _unload(app, recommenders["b"])
     # Per model: a background reconcile may load other models meanwhile.
-    counter = f"lifecycle.loads.{recommenders['b']}"
+    counter = metrics.labelled("lifecycle.model_loads", model=recommenders["b"])
     before = metrics.value(counter)
     responses = await asyncio.gather(
         *(
