@@ -25,7 +25,7 @@ from control_plane.inference.schemas import (
     ReadinessResponse,
 )
 from control_plane.inference.service import recommend, recommend_one
-from control_plane.keys.deps import PredictKey, ensure_project_access
+from control_plane.keys.deps import PredictKey, ensure_model_access, ensure_project_access
 from control_plane.slots.selection import choose_slot
 
 router = APIRouter(prefix="/inference", tags=["inference"])
@@ -41,8 +41,9 @@ router = APIRouter(prefix="/inference", tags=["inference"])
 
 @router.post("/predict/{model_id}", response_model=PredictResponse)
 async def predict(
-    model_id: int, body: PredictRequest, _: PredictKey, state: StateDep
+    model_id: int, body: PredictRequest, key: PredictKey, state: StateDep
 ) -> OrjsonResponse:
+    await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
     items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
     return OrjsonResponse(
@@ -54,9 +55,10 @@ async def predict(
 async def predict_batch(
     model_id: int,
     body: BatchPredictRequest,
-    _: PredictKey,
+    key: PredictKey,
     state: StateDep,
 ) -> OrjsonResponse:
+    await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
     lists = await recommend(state.triton, runtime, body.user_ids, body.cutoff)
     request_id = current_request_id()

@@ -21,7 +21,7 @@ from control_plane.core.request_id import current_request_id
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import StateDep
 from control_plane.inference.runtime import TabularRuntime
-from control_plane.keys.deps import PredictKey
+from control_plane.keys.deps import PredictKey, ensure_model_access
 from control_plane.triton.client import TritonGateway
 
 MAX_ROWS = 1000
@@ -45,9 +45,10 @@ class TabularPredictResponse(BaseModel):
 async def predict_rows(
     model_id: int,
     body: TabularPredictRequest,
-    _: PredictKey,
+    key: PredictKey,
     state: StateDep,
 ) -> OrjsonResponse:
+    await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.tabular(state.sessionmaker, model_id)
     rows = _validated_rows(body.data, runtime)
     outputs = await _infer(state.triton, runtime, rows)

@@ -15,7 +15,7 @@ from fastapi.security import APIKeyHeader
 
 from control_plane.core.errors import PermissionDeniedError, RateLimitExceededError
 from control_plane.core.request_id import add_response_headers
-from control_plane.core.state import StateDep
+from control_plane.core.state import AppState, StateDep
 from control_plane.keys.schemas import Principal
 
 # auto_error=False: a missing header is our 401 with our error body, not FastAPI's 403.
@@ -50,6 +50,19 @@ def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+async def ensure_model_access(state: AppState, principal: Principal, model_id: int) -> None:
+    """A project-restricted key may query only the models its project's slots name."""
+    if principal.project_id is None:
+        return
+    routes = await state.routing.routes(state.sessionmaker, principal.project_id)
+    if model_id not in routes.model_ids:
+        raise PermissionDeniedError(
+            "API key not authorized for this model: no slot of its project serves it",
+            model_id=model_id,
+            project_id=principal.project_id,
+        )
 
 
 def ensure_project_access(principal: Principal, project_id: int) -> None:

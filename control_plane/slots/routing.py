@@ -34,6 +34,7 @@ class ProjectRoutes:
     sticky: bool
     salt: str
     slots: tuple[SlotRoute, ...]  # active slots, oldest first
+    model_ids: frozenset[int]  # every model a slot of the project names, active or not
 
 
 class RoutingCache:
@@ -49,12 +50,15 @@ class RoutingCache:
             return entry[0]
         async with sessionmaker() as session:
             project = await get_project(session, project_id)
-            slots = await project_slots(session, project_id, active_only=True)
+            slots = await project_slots(session, project_id)
             routes = ProjectRoutes(
                 project_id=project.id,
                 sticky=project.sticky,
                 salt=project.salt,
-                slots=tuple(SlotRoute(s.id, s.name, s.model_id, s.weight) for s in slots),
+                slots=tuple(
+                    SlotRoute(s.id, s.name, s.model_id, s.weight) for s in slots if s.active
+                ),
+                model_ids=frozenset(s.model_id for s in slots),
             )
         self._entries[project_id] = (routes, time.monotonic())
         return routes

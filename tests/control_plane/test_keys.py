@@ -71,6 +71,11 @@ async def test_project_restricted_key_is_403_elsewhere(
         f"/inference/predict/project/{other.id}", json=body, headers={"X-API-Key": key}
     )
     assert denied.status_code == 403
+    # By model id: only the models its project's slots serve.
+    assert (await _predict(client, model_ids["a"], key)).status_code == 200
+    outside = await _predict(client, model_ids["b"], key)
+    assert outside.status_code == 403
+    assert outside.json()["details"] == {"model_id": model_ids["b"], "project_id": mine.id}
 
 
 async def test_expired_key_is_401(

@@ -86,11 +86,15 @@ async def test_slot_swap_under_steady_load_fails_no_request(cluster: Cluster) ->
 
     failed = [r for r in results if r[1] != 200]
     before = {m for at, _, m in results if at < patch_started}
-    after = {m for at, _, m in results if at > patch_done}
+    # Other replicas drop their cached routing on the slot_changed event: allow it
+    # the time to cross Redis (milliseconds; a generous bound on a loaded machine).
+    switching = {m for at, _, m in results if patch_started <= at <= patch_done + 0.5}
+    after = {m for at, _, m in results if at > patch_done + 0.5}
     swap_s = patch_done - patch_started
     print(f"\n{len(results)} requests, {len(failed)} failed, slot update took {swap_s:.3f}s")
     assert not failed
     assert before == {old_id}
+    assert switching <= {old_id, new_id}
     assert after == {new_id}
 
 
