@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -28,7 +24,15 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
 from control_plane.core.paths import state_dir
-from control_plane.core.process import ManagedProcess, ProcessStartError, free_port, tail
+from control_plane.core.process import (
+    ManagedProcess,
+    ProcessExited,
+    ProcessStartError,
+    Service,
+    free_port,
+    http_ok,
+    tail,
+)
 
 MODEL_ENV = "CONCH_BASELINE_MODEL"
 
@@ -70,7 +74,7 @@ def create_app(model_path: Path | None = None) -> FastAPI:
     return app
 
 
-class BaselineServer:
+class BaselineServer(Service):
     """The baseline under uvicorn in a child process, on a free port."""
 
     def __init__(
@@ -108,33 +112,21 @@ class BaselineServer:
         log = state_dir() / "logs" / f"baseline-{self.port}.log"
         self._process = ManagedProcess("baseline", argv, log_path=log, env=env)
         self._process.spawn()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.exit_code() is not None:
-                self.stop()
-                raise ProcessStartError(f"baseline server exited during start-up: {tail(log, 5)}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise ProcessStartError(f"baseline server not healthy within {timeout_s:.0f}s (log: {log})")
+        try:
+            self._process.wait_ready(lambda: http_ok(f"{self.url}/health"), timeout_s)
+        except ProcessExited:
+            self.stop()
+            raise ProcessStartError(
+                f"baseline server exited during start-up: {tail(log, 5)}"
+            ) from None
+        except TimeoutError:
+            self.stop()
+            raise ProcessStartError(
+                f"baseline server not healthy within {timeout_s:.0f}s (log: {log})"
+            ) from None
+        return self
 
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()
             self._process = None
-
-    def __enter__(self) -> BaselineServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,14 +16,47 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _PR_SET_PDEATHSIG = 1
 
 
 class ProcessStartError(RuntimeError):
     """A child could not be started; the message is one line a user can act on."""
+
+
+class ProcessExited(Exception):
+    """The child exited while its caller waited for it to become ready."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exited with code {code}")
+        self.code = code
+
+
+class Service:
+    """Something with start() and stop(), usable as `with Service(...) as running:`."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _die_with_parent() -> None:
@@ -51,6 +84,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def http_ok(url: str) -> bool:
+    """A readiness probe: does `url` answer 200 right now?"""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -104,6 +146,21 @@ class ManagedProcess:
 
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
+
+    def wait_ready(
+        self, probe: Callable[[], bool], timeout_s: float, interval_s: float = 0.1
+    ) -> None:
+        """Poll `probe` until it answers True. Raises ProcessExited if the child dies
+        first and TimeoutError at the deadline; callers word the one-line error."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = self.exit_code()
+            if code is not None:
+                raise ProcessExited(code)
+            if probe():
+                return
+            time.sleep(interval_s)
+        raise TimeoutError
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM the whole group, then SIGKILL what is left after the timeout."""

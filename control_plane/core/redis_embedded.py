@@ -10,15 +10,15 @@ import importlib.util
 import shutil
 import socket
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from control_plane.core.paths import state_dir
 from control_plane.core.process import (
     ManagedProcess,
+    ProcessExited,
     ProcessStartError,
+    Service,
     free_port,
     port_is_free,
     tail,
@@ -36,7 +36,7 @@ def redis_server_binary() -> Path:
 
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(Service):
     port: int | None = None
     host: str = "127.0.0.1"
     startup_timeout_s: float = 10.0
@@ -74,23 +74,26 @@ class EmbeddedRedis:
         return self
 
     def _wait_ready(self) -> None:
-        assert self._process is not None and self.port is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            code = self._process.exit_code()
-            if code is not None:
-                raise ProcessStartError(
-                    f"redis-server exited with code {code}: {tail(self._process.log_path, 1)}"
-                )
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise ProcessStartError(f"redis-server did not answer within {self.startup_timeout_s}s")
+        assert self._process is not None
+        try:
+            self._process.wait_ready(self._answers_ping, self.startup_timeout_s, 0.05)
+        except ProcessExited as exc:
+            raise ProcessStartError(
+                f"redis-server exited with code {exc.code}: {tail(self._process.log_path, 1)}"
+            ) from None
+        except TimeoutError:
+            raise ProcessStartError(
+                f"redis-server did not answer within {self.startup_timeout_s}s"
+            ) from None
+
+    def _answers_ping(self) -> bool:
+        assert self.port is not None
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self._process is not None:
@@ -99,14 +102,3 @@ class EmbeddedRedis:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
+from control_plane.core.process import Service
 from control_plane.core.redis_embedded import EmbeddedRedis
 from control_plane.triton.embedded import EmbeddedTriton
 
@@ -30,7 +30,7 @@ class StackConfig:
 
 
 @dataclass
-class EmbeddedStack:
+class EmbeddedStack(Service):
     config: StackConfig
     triton: EmbeddedTriton | None = field(default=None, init=False)
     redis: EmbeddedRedis | None = field(default=None, init=False)
@@ -78,14 +78,3 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         self._exits.close()
-
-    def __enter__(self) -> EmbeddedStack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,15 +16,19 @@ import site
 import sys
 import sysconfig
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from control_plane.core.paths import BACKENDS_SOURCE_DIR, state_dir
-from control_plane.core.process import ManagedProcess, ProcessStartError, port_is_free, tail
+from control_plane.core.process import (
+    ManagedProcess,
+    ProcessExited,
+    ProcessStartError,
+    Service,
+    http_ok,
+    port_is_free,
+    tail,
+)
 
 # Environment variable through which backends find the virtualenv's packages:
 # the stub embeds libpython and ignores PYTHONPATH.
@@ -92,7 +96,7 @@ def _shared_libpython_dir(version: str) -> Path:
 
 
 @dataclass
-class EmbeddedTriton:
+class EmbeddedTriton(Service):
     """One tritonserver process in explicit model-control mode."""
 
     model_repository: Path
@@ -181,26 +185,19 @@ class EmbeddedTriton:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
-        url = f"http://{self.host}:{self.http_port}/v2/health/live"
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            code = self._process.exit_code()
-            if code is not None:
-                raise TritonStartError(
-                    f"tritonserver exited with code {code} during start-up: "
-                    f"{_last_error(self._process.log_path)}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        raise TritonStartError(
-            f"tritonserver was not live within {self.startup_timeout_s:.0f}s "
-            f"(log: {self._process.log_path})"
-        )
+        live = f"http://{self.host}:{self.http_port}/v2/health/live"
+        try:
+            self._process.wait_ready(lambda: http_ok(live), self.startup_timeout_s)
+        except ProcessExited as exc:
+            raise TritonStartError(
+                f"tritonserver exited with code {exc.code} during start-up: "
+                f"{_last_error(self._process.log_path)}"
+            ) from None
+        except TimeoutError:
+            raise TritonStartError(
+                f"tritonserver was not live within {self.startup_timeout_s:.0f}s "
+                f"(log: {self._process.log_path})"
+            ) from None
 
     def running(self) -> bool:
         return self._process is not None and self._process.running()
@@ -212,17 +209,6 @@ class EmbeddedTriton:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
-
-    def __enter__(self) -> EmbeddedTriton:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _assemble_backends(installation: TritonInstallation, target: Path) -> Path:
