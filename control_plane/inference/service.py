@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Sequence
 
@@ -45,24 +44,15 @@ async def recommend(
 async def _infer_rows(
     triton: TritonGateway, runtime: RecommenderRuntime, rows: list[int]
 ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.generic]]:
-    """Run the user rows through Triton in requests no larger than the model accepts."""
     indices = np.asarray(rows, dtype=np.int64).reshape(-1, 1)
-    # max_batch_size 0 means the model takes no batch axis: one user per request.
-    size = runtime.max_batch_size or 1
-    chunks = [indices[start : start + size] for start in range(0, len(indices), size)]
-    requests = [
-        triton.infer(
-            runtime.triton_name,
-            {runtime.input_name: chunk},
-            [runtime.items_output, runtime.scores_output],
-        )
-        for chunk in chunks
-    ]
-    # One chunk (the common case) is awaited directly: gather would add a task per request.
-    outputs = [await requests[0]] if len(requests) == 1 else await asyncio.gather(*requests)
-    items = np.concatenate([o[runtime.items_output] for o in outputs])
-    scores = np.concatenate([o[runtime.scores_output] for o in outputs])
-    return items, scores
+    outputs = await triton.infer_rows(
+        runtime.triton_name,
+        runtime.input_name,
+        indices,
+        [runtime.items_output, runtime.scores_output],
+        runtime.max_batch_size,
+    )
+    return outputs[runtime.items_output], outputs[runtime.scores_output]
 
 
 def _items(

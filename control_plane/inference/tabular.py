@@ -8,7 +8,6 @@ other model its raw output tensors.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,6 @@ from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import StateDep
 from control_plane.inference.runtime import TabularRuntime
 from control_plane.keys.deps import PredictKey, ensure_model_access
-from control_plane.triton.client import TritonGateway
 
 MAX_ROWS = 1000
 
@@ -51,7 +49,9 @@ async def predict_rows(
     await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.tabular(state.sessionmaker, model_id)
     rows = _validated_rows(body.data, runtime)
-    outputs = await _infer(state.triton, runtime, rows)
+    outputs = await state.triton.infer_rows(
+        runtime.triton_name, runtime.input_name, rows, runtime.output_names, runtime.max_batch_size
+    )
     payload: dict[str, Any] = {"model_id": model_id, "request_id": current_request_id()}
     if runtime.task == "classification" and "probabilities" in outputs:
         probabilities = outputs["probabilities"]
@@ -79,17 +79,3 @@ def _validated_rows(data: list[list[float]], runtime: TabularRuntime) -> npt.NDA
     if not np.isfinite(rows).all():
         raise BadRequestError("features must be finite numbers (no NaN or infinity)")
     return rows
-
-
-async def _infer(
-    triton: TritonGateway, runtime: TabularRuntime, rows: npt.NDArray[np.float32]
-) -> dict[str, npt.NDArray[np.generic]]:
-    size = runtime.max_batch_size or 1
-    chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
-    results = await asyncio.gather(
-        *(
-            triton.infer(runtime.triton_name, {runtime.input_name: chunk}, runtime.output_names)
-            for chunk in chunks
-        )
-    )
-    return {name: np.concatenate([r[name] for r in results]) for name in runtime.output_names}

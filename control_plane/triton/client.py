@@ -203,6 +203,30 @@ class TritonGateway:
         except InferenceServerException as exc:
             raise triton_error(exc, "inference") from exc
 
+    async def infer_rows(
+        self,
+        name: str,
+        input_name: str,
+        rows: npt.NDArray[np.generic],
+        outputs: Sequence[str],
+        max_batch_size: int,
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        """Rows in requests no larger than the model accepts, outputs joined again.
+
+        Triton refuses a request above the model's max_batch_size; 0 means the model
+        takes no batch axis, so each row is a request of its own.
+        """
+        size = max_batch_size or 1
+        requests = [
+            self.infer(name, {input_name: rows[start : start + size]}, outputs)
+            for start in range(0, len(rows), size)
+        ]
+        # One chunk (the common case) is awaited directly: gather would add a task.
+        results = [await requests[0]] if len(requests) == 1 else await asyncio.gather(*requests)
+        if len(results) == 1:
+            return results[0]
+        return {o: np.concatenate([result[o] for result in results]) for o in outputs}
+
     async def infer_loaded(
         self,
         name: str,
