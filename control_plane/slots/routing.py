@@ -41,6 +41,9 @@ class RoutingCache:
     def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
         self._ttl = ttl_s
         self._entries: dict[int, tuple[ProjectRoutes, float]] = {}
+        # Bumped by every invalidation: a load that overlapped one may have read the
+        # old slots, so its result is used once but not cached.
+        self._generation = 0
 
     async def routes(
         self, sessionmaker: async_sessionmaker[AsyncSession], project_id: int
@@ -48,6 +51,7 @@ class RoutingCache:
         entry = self._entries.get(project_id)
         if entry is not None and time.monotonic() - entry[1] < self._ttl:
             return entry[0]
+        generation = self._generation
         async with sessionmaker() as session:
             project = await get_project(session, project_id)
             slots = await project_slots(session, project_id)
@@ -60,10 +64,12 @@ class RoutingCache:
                 ),
                 model_ids=frozenset(s.model_id for s in slots),
             )
-        self._entries[project_id] = (routes, time.monotonic())
+        if generation == self._generation:
+            self._entries[project_id] = (routes, time.monotonic())
         return routes
 
     def invalidate(self, project_id: int | None = None) -> None:
+        self._generation += 1
         if project_id is None:
             self._entries.clear()
         else:
