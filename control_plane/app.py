@@ -36,6 +36,7 @@ from control_plane.projects.routes import router as projects_router
 from control_plane.ratelimit.limiter import RateLimiter
 from control_plane.registry.routes import router as registry_router
 from control_plane.slots.routes import router as slots_router
+from control_plane.slots.routing import RoutingCache
 from control_plane.triton.client import TritonGateway
 
 logger = logging.getLogger(__name__)
@@ -87,20 +88,24 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             request_wait_s=settings.model_load_wait_s,
             load_timeout_s=settings.model_load_timeout_s,
         )
+        events = EventBus(events_redis, settings.model_events_channel)
         state = AppState(
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
             redis=redis,
             triton=triton,
-            verifier=KeyVerifier(secret, settings.key_cache_ttl_s),
+            verifier=KeyVerifier(
+                secret, settings.key_cache_ttl_s, events_current=events.is_current
+            ),
+            routing=RoutingCache(events_current=events.is_current),
             limiter=RateLimiter(
                 redis,
                 settings.rate_limit,
                 settings.rate_limit_fallback,
                 namespace=settings.deployment_id,
             ),
-            events=EventBus(events_redis, settings.model_events_channel),
+            events=events,
             runtimes=RuntimeCache(settings.model_repository),
             lifecycle=lifecycle,
             reconciler=Reconciler(lifecycle, sessionmaker, settings.reconcile_interval_s),

@@ -53,6 +53,11 @@ class EventBus:
     def on(self, event_type: str, handler: Handler) -> None:
         self._handlers[event_type].append(handler)
 
+    def is_current(self) -> bool:
+        """Whether events from other replicas reach us now. Caches that rely on events
+        for freshness stop caching while it is False (Redis down, listener reconnecting)."""
+        return self.redis is None or self.subscribed.is_set()
+
     def on_subscribe(self, callback: Callable[[], None]) -> None:
         """Called on every (re)subscription: events sent while disconnected are lost."""
         self._on_subscribe.append(callback)

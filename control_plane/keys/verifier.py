@@ -15,6 +15,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,8 +35,16 @@ LAST_USED_WRITE_INTERVAL_S = 60.0
 
 
 class KeyVerifier:
-    def __init__(self, secret_key: str, ttl_s: float, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        secret_key: str,
+        ttl_s: float,
+        max_entries: int = 10_000,
+        events_current: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._secret = secret_key
+        # While revocations from other replicas cannot reach us, nothing is cached.
+        self._events_current = events_current
         self._ttl = ttl_s
         self._max = max_entries
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
@@ -50,11 +59,13 @@ class KeyVerifier:
         if not tokens.is_well_formed(token):
             raise AuthenticationError("invalid API key")
         digest = tokens.hash_token(self._secret, token)
-        principal = self._cached(digest)
+        trusted = self._events_current()
+        principal = self._cached(digest) if trusted else None
         if principal is None:
             async with sessionmaker() as session:
                 principal = await self._load(session, digest)
-            self._store(digest, principal)
+            if trusted:
+                self._store(digest, principal)
         if principal.expires_at is not None and principal.expires_at <= utcnow():
             raise AuthenticationError("API key expired")
         self._touch(sessionmaker, principal.key_id)

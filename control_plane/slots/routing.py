@@ -4,11 +4,14 @@ Project predictions are the hot path; reading the project and its slots from SQL
 on every request cost more than the inference itself. Entries live for a short
 TTL and are dropped at once by `slot_changed` events, so a slot change reaches
 this replica at event speed, and within the TTL even when the event is lost.
+While the event listener is not subscribed (Redis down, reconnecting) nothing is
+cached: every project request reads SQL, the source of truth.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,8 +41,11 @@ class ProjectRoutes:
 
 
 class RoutingCache:
-    def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
+    def __init__(
+        self, ttl_s: float = DEFAULT_TTL_S, events_current: Callable[[], bool] = lambda: True
+    ) -> None:
         self._ttl = ttl_s
+        self._events_current = events_current
         self._entries: dict[int, tuple[ProjectRoutes, float]] = {}
         # Bumped by every invalidation: a load that overlapped one may have read the
         # old slots, so its result is used once but not cached.
@@ -48,7 +54,8 @@ class RoutingCache:
     async def routes(
         self, sessionmaker: async_sessionmaker[AsyncSession], project_id: int
     ) -> ProjectRoutes:
-        entry = self._entries.get(project_id)
+        trusted = self._events_current()
+        entry = self._entries.get(project_id) if trusted else None
         if entry is not None and time.monotonic() - entry[1] < self._ttl:
             return entry[0]
         generation = self._generation
@@ -64,7 +71,7 @@ class RoutingCache:
                 ),
                 model_ids=frozenset(s.model_id for s in slots),
             )
-        if generation == self._generation:
+        if trusted and generation == self._generation:
             self._entries[project_id] = (routes, time.monotonic())
         return routes
 

@@ -15,6 +15,7 @@ from control_plane.core.settings import Settings
 from control_plane.db.models import ApiKey
 from control_plane.keys import tokens
 from control_plane.keys.service import create_key
+from control_plane.keys.verifier import KeyVerifier
 from tests.control_plane.conftest import UNLIMITED, make_key, make_project, state_of
 
 
@@ -146,6 +147,22 @@ async def test_revocation_reaches_another_replica_before_its_cache_expires(
             response = await _predict(client_b, model_ids["a"], token)
             assert response.status_code == 401
             assert "revoked" in response.json()["message"]
+
+
+async def test_no_verification_is_cached_while_revocations_cannot_arrive(
+    app: FastAPI, settings: Settings
+) -> None:
+    token = await make_key(app, ["predict"])
+    listening = False
+    verifier = KeyVerifier(
+        settings.secret_key.get_secret_value(), 300.0, events_current=lambda: listening
+    )
+    principal = await verifier.verify(state_of(app).sessionmaker, token)
+    assert principal.key_id not in verifier  # a revocation elsewhere would go unseen
+    listening = True
+    await verifier.verify(state_of(app).sessionmaker, token)
+    assert principal.key_id in verifier
+    await verifier.drain()
 
 
 @pytest.mark.parametrize("path", ["/api/v1/keys", "/api/v1/projects"])

@@ -29,3 +29,17 @@ async def test_a_load_overlapping_an_invalidation_is_not_cached(
     assert project.id not in cache._entries  # not cached: it may predate the change
     await cache.routes(real, project.id)
     assert project.id in cache._entries  # an undisturbed load is cached
+
+
+async def test_nothing_is_cached_while_events_cannot_arrive(
+    app: FastAPI, client: httpx.AsyncClient, admin_key: str, model_ids: dict[str, int]
+) -> None:
+    project = await make_project(client, admin_key, [("Control", model_ids["a"], 1)])
+    sessionmaker = state_of(app).sessionmaker
+    listening = False
+    cache = RoutingCache(events_current=lambda: listening)
+    await cache.routes(sessionmaker, project.id)
+    assert project.id not in cache._entries  # a slot change elsewhere would go unseen
+    listening = True
+    await cache.routes(sessionmaker, project.id)
+    assert project.id in cache._entries

@@ -97,6 +97,14 @@ class Cluster:
         response = httpx.get(f"{self.urls[replica]}/inference/models", timeout=15)
         return set(response.json()["models"])
 
+    def wait_listening(self, timeout_s: float = 20.0) -> None:
+        """Until every replica's event listener is subscribed (after a Redis restart it
+        reconnects with backoff, and events sent meanwhile reach no one)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(_listener_ok(url) for url in self.urls):
+            assert time.monotonic() < deadline, "listeners did not resubscribe"
+            time.sleep(0.1)
+
     def wait_loaded_everywhere(self, model_id: int, timeout_s: float) -> float:
         """Seconds until every replica lists the model as loaded."""
         started = time.monotonic()
@@ -108,6 +116,11 @@ class Cluster:
             assert time.monotonic() - started < timeout_s, f"replicas {pending} did not load"
             time.sleep(0.05)
         return time.monotonic() - started
+
+
+def _listener_ok(url: str) -> bool:
+    health = httpx.get(f"{url}/inference/health", timeout=5).json()
+    return bool(health["components"]["listener"] == "ok")
 
 
 def _corrupt(repository: Path, triton_name: str) -> None:

@@ -46,6 +46,7 @@ def test_export_and_register_reaches_both_replicas_within_5s(cluster: Cluster) -
 
 
 async def test_slot_swap_under_steady_load_fails_no_request(cluster: Cluster) -> None:
+    cluster.wait_listening()  # the swap below is measured at event speed
     old_id = cluster.slot_model_id
     new_id = cluster.register(cluster.new_model())
     cluster.wait_loaded_everywhere(new_id, timeout_s=10.0)
