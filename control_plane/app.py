@@ -24,6 +24,7 @@ from control_plane.core.state import AppState
 from control_plane.db.engine import create_engine, create_sessionmaker
 from control_plane.db.migrate import upgrade
 from control_plane.events.bus import EventBus
+from control_plane.inference.lane import PredictionLane
 from control_plane.inference.routes import router as inference_router
 from control_plane.inference.runtime import RuntimeCache
 from control_plane.inference.tabular import router as tabular_router
@@ -139,6 +140,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Added first, so it runs inside the request-id middleware (ids, rate-limit headers).
+    app.add_middleware(PredictionLane)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(inference_router)

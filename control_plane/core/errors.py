@@ -7,7 +7,7 @@ Expected conditions are 4xx; Triton failures are 502/503/504; nothing leaks a tr
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,13 +141,20 @@ async def _conch_error(_: Request, exc: Exception) -> OrjsonResponse:
     )
 
 
+def validation_error_response(
+    errors: Sequence[Mapping[str, Any]], location: tuple[str, ...] = ()
+) -> OrjsonResponse:
+    """422 listing each field's problem; `location` prefixes pydantic's own paths."""
+    listed = [
+        {"loc": [*location, *e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+    return error_response(422, "ValidationError", "request validation failed", {"errors": listed})
+
+
 async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
-    return error_response(422, "ValidationError", "request validation failed", {"errors": errors})
+    return validation_error_response(exc.errors())
 
 
 async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     # --- behaviour ---
     rate_limit_enabled: bool = True
+    # Serve the prediction endpoints through the lean ASGI handler (inference/lane.py)
+    # instead of FastAPI's routing; off, FastAPI serves them with identical results.
+    fast_lane: bool = True
     # Per-process limit used only while Redis is unreachable.
     rate_limit_fallback: str = "100/minute"
     key_cache_ttl_s: float = 30.0
@@ -99,6 +102,7 @@ class Settings(BaseSettings):
 _UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 
+@lru_cache(maxsize=1024)  # called on every rate-limited request with a handful of values
 def parse_rate(rate: str) -> tuple[int, float]:
     """'100/minute' -> (100, 60.0). Also accepts '10/second', '5/2minute' is not supported."""
     try:

@@ -10,10 +10,14 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from control_plane.core.request_id import current_request_id
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import SessionDep, StateDep
 from control_plane.db.models import Model
+from control_plane.inference.handlers import (
+    predict_for_project,
+    predict_for_user,
+    predict_for_users,
+)
 from control_plane.inference.schemas import (
     BatchPredictRequest,
     BatchPredictResponse,
@@ -24,69 +28,37 @@ from control_plane.inference.schemas import (
     ProjectPredictResponse,
     ReadinessResponse,
 )
-from control_plane.inference.service import recommend, recommend_one
-from control_plane.keys.deps import PredictKey, ensure_model_access, ensure_project_access
-from control_plane.slots.selection import choose_slot
+from control_plane.keys.deps import PredictKey
 
 router = APIRouter(prefix="/inference", tags=["inference"])
 
 
 # The prediction handlers take no SQL session: the runtime and routing caches open
-# one only on a miss, so a warm request costs no database round trip.
-
-
-# They also answer with bodies built by hand and rendered by orjson: validating
-# them again against the response models cost more than the rest of the handler.
+# one only on a miss, so a warm request costs no database round trip. They answer
+# with bodies built by hand and rendered by orjson: validating them again against
+# the response models cost more than the rest of the handler. With the fast lane on
+# (the default) `lane.py` serves these three paths before FastAPI routes them.
 
 
 @router.post("/predict/{model_id}", response_model=PredictResponse)
 async def predict(
     model_id: int, body: PredictRequest, key: PredictKey, state: StateDep
 ) -> OrjsonResponse:
-    await ensure_model_access(state, key, model_id)
-    runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
-    items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
-    return OrjsonResponse(
-        {"items": items, "model_id": model_id, "request_id": current_request_id()}
-    )
+    return OrjsonResponse(await predict_for_user(state, key, model_id, body))
 
 
 @router.post("/predict/{model_id}/batch", response_model=BatchPredictResponse)
 async def predict_batch(
-    model_id: int,
-    body: BatchPredictRequest,
-    key: PredictKey,
-    state: StateDep,
+    model_id: int, body: BatchPredictRequest, key: PredictKey, state: StateDep
 ) -> OrjsonResponse:
-    await ensure_model_access(state, key, model_id)
-    runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
-    lists = await recommend(state.triton, runtime, body.user_ids, body.cutoff)
-    request_id = current_request_id()
-    results = [{"items": i, "model_id": model_id, "request_id": request_id} for i in lists]
-    return OrjsonResponse({"results": results})
+    return OrjsonResponse(await predict_for_users(state, key, model_id, body))
 
 
 @router.post("/predict/project/{project_id}", response_model=ProjectPredictResponse)
 async def predict_project(
-    project_id: int,
-    body: PredictRequest,
-    key: PredictKey,
-    state: StateDep,
+    project_id: int, body: PredictRequest, key: PredictKey, state: StateDep
 ) -> OrjsonResponse:
-    ensure_project_access(key, project_id)
-    routes = await state.routing.routes(state.sessionmaker, project_id)
-    slot = choose_slot(routes.slots, user_id=body.user_id, sticky=routes.sticky, salt=routes.salt)
-    runtime = await state.runtimes.recommender(state.sessionmaker, slot.model_id)
-    items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
-    return OrjsonResponse(
-        {
-            "items": items,
-            "model_id": slot.model_id,
-            "slot_id": slot.id,
-            "slot_name": slot.name,
-            "request_id": current_request_id(),
-        }
-    )
+    return OrjsonResponse(await predict_for_project(state, key, project_id, body))
 
 
 async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:

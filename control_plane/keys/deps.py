@@ -17,6 +17,7 @@ from control_plane.core.errors import PermissionDeniedError, RateLimitExceededEr
 from control_plane.core.request_id import add_response_headers
 from control_plane.core.state import AppState, StateDep
 from control_plane.keys.schemas import Principal
+from control_plane.ratelimit.limiter import RateLimitResult
 
 # auto_error=False: a missing header is our 401 with our error body, not FastAPI's 403.
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -29,24 +30,30 @@ async def authenticate(
 ) -> Principal:
     principal = await state.verifier.verify(state.sessionmaker, token)
     if state.settings.rate_limit_enabled:
-        result = await state.limiter.hit(principal.key_id, principal.rate_limit)
-        if not result.allowed:
-            raise RateLimitExceededError(
-                "rate limit exceeded", headers=result.headers(), limit=result.limit
-            )
-        add_response_headers(result.headers())
+        enforce_rate_limit(await state.limiter.hit(principal.key_id, principal.rate_limit))
     request.state.principal = principal
     return principal
 
 
+def enforce_rate_limit(result: RateLimitResult) -> None:
+    """429 when over the limit; the X-RateLimit-* headers on the response either way."""
+    if not result.allowed:
+        raise RateLimitExceededError(
+            "rate limit exceeded", headers=result.headers(), limit=result.limit
+        )
+    add_response_headers(result.headers())
+
+
+def ensure_scope(principal: Principal, scope: str) -> None:
+    if not principal.has_scope(scope):
+        raise PermissionDeniedError(
+            f"API key lacks the {scope!r} scope", required=scope, scopes=sorted(principal.scopes)
+        )
+
+
 def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
     async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if not principal.has_scope(scope):
-            raise PermissionDeniedError(
-                f"API key lacks the {scope!r} scope",
-                required=scope,
-                scopes=sorted(principal.scopes),
-            )
+        ensure_scope(principal, scope)
         return principal
 
     return dependency

@@ -6,6 +6,11 @@ admitted request, which is small for per-key limits of this size. Redis's own
 clock is used so replicas with skewed clocks agree. When Redis is unreachable
 each process falls back to its own in-memory log (a warning, rate-limited, and
 a counter); authentication itself never depends on Redis.
+
+A refused key is remembered in-process until its window has room again: the
+sliding log frees its first slot only when the oldest counted request leaves
+the window, so until then every answer is "no" and needs no round trip (and the
+prediction fast lane spends no Triton time on it).
 """
 
 from __future__ import annotations
@@ -105,12 +110,31 @@ class RateLimiter:
         # The hot path uses its own pipelined connection (see resp.py), not redis-py's pool.
         self._connection = PipelinedRedis.like(redis) if redis is not None else None
         self._local = LocalSlidingLog()
+        self._refused_until: dict[int, tuple[float, int]] = {}  # key id -> (until, limit)
         self._redis_down_until = 0.0
         self._retry_after = retry_redis_after_s
         self._warn_every = warn_every_s
         self._last_warning = -math.inf
 
+    def refused(self, key_id: int) -> RateLimitResult | None:
+        """The answer for a key known to be over its limit, without asking Redis."""
+        entry = self._refused_until.get(key_id)
+        if entry is None:
+            return None
+        until, limit = entry
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._refused_until[key_id]
+            return None
+        return RateLimitResult(False, limit, 0, left)
+
     async def hit(self, key_id: int, rate: str | None = None) -> RateLimitResult:
+        result = self.refused(key_id) or await self._count(key_id, rate)
+        if not result.allowed:
+            self._refused_until[key_id] = (time.monotonic() + result.reset_s, result.limit)
+        return result
+
+    async def _count(self, key_id: int, rate: str | None) -> RateLimitResult:
         limit, period = parse_rate(rate or self.default_rate)
         if self._connection is not None and time.monotonic() >= self._redis_down_until:
             try:
