@@ -79,8 +79,9 @@ async def test_lane_and_fastapi_answer_alike(
                 "request_id", lane.headers["X-Request-ID"]
             )
         malformed = {"X-API-Key": predict, "content-type": "application/json"}
-        lane = await client.post(f"/inference/predict/{a}", content=b"{not json", headers=malformed)
-        fastapi = await other.post(f"/inference/predict/{a}", content=b"{not json", headers=malformed)
+        path = f"/inference/predict/{a}"
+        lane = await client.post(path, content=b"{not json", headers=malformed)
+        fastapi = await other.post(path, content=b"{not json", headers=malformed)
         assert lane.status_code == fastapi.status_code == 422
         assert lane.json()["error"] == fastapi.json()["error"] == "ValidationError"
 
