@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             settings.triton_grpc_url,
             timeout_s=settings.triton_timeout_s,
             load_timeout_s=settings.model_load_timeout_s,
+            coalesce_in_flight=settings.coalesce_in_flight,
         )
         lifecycle = ModelLifecycle(
             triton,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_http_url: str = "127.0.0.1:8000"
     triton_timeout_s: float = 10.0
+    # Triton calls per model outstanding at once before concurrent prediction rows are
+    # merged into the next call (triton/coalesce.py); 0 sends every request alone.
+    coalesce_in_flight: int = Field(4, ge=0)
     model_repository: Path = Field(default_factory=default_model_repository)
 
     # --- behaviour ---

@@ -38,6 +38,7 @@ from control_plane.core.errors import (
     TritonTimeoutError,
     TritonUnavailableError,
 )
+from control_plane.triton.coalesce import RowCoalescer
 
 # A model that failed to load is not retried for this long: each attempt can take
 # seconds of Triton's time, and a broken model would otherwise be reloaded per request.
@@ -68,7 +69,9 @@ _UNLOAD_POLL_S = 0.05
 
 
 class TritonGateway:
-    def __init__(self, url: str, *, timeout_s: float, load_timeout_s: float) -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float, load_timeout_s: float, coalesce_in_flight: int = 0
+    ) -> None:
         self.client = InferenceServerClient(url=url)
         self._channel = grpc.aio.insecure_channel(
             url,
@@ -89,6 +92,9 @@ class TritonGateway:
         self._ready: set[str] = set()
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._load_failures: dict[str, tuple[str, float]] = {}
+        # Row requests merged per (model, input, outputs); 0 sends each one alone.
+        self._coalesce_in_flight = coalesce_in_flight
+        self._coalescers: dict[tuple[str, str, tuple[str, ...], int], RowCoalescer] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -236,15 +242,35 @@ class TritonGateway:
         takes no batch axis, so each row is a request of its own.
         """
         size = max_batch_size or 1
-        requests = [
-            self.infer(name, {input_name: rows[start : start + size]}, outputs)
-            for start in range(0, len(rows), size)
-        ]
+        chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
+        coalescer = self._coalescer(name, input_name, tuple(outputs), max_batch_size)
+        if coalescer is not None:
+            requests = [coalescer.submit(chunk) for chunk in chunks]
+        else:
+            requests = [self.infer(name, {input_name: chunk}, outputs) for chunk in chunks]
         # One chunk (the common case) is awaited directly: gather would add a task.
         results = [await requests[0]] if len(requests) == 1 else await asyncio.gather(*requests)
         if len(results) == 1:
             return results[0]
         return {o: np.concatenate([result[o] for result in results]) for o in outputs}
+
+    def _coalescer(
+        self, name: str, input_name: str, outputs: tuple[str, ...], max_batch_size: int
+    ) -> RowCoalescer | None:
+        if self._coalesce_in_flight <= 0 or max_batch_size <= 0:
+            return None
+        key = (name, input_name, outputs, max_batch_size)
+        coalescer = self._coalescers.get(key)
+        if coalescer is None:
+
+            async def call(rows: npt.NDArray[np.generic]) -> dict[str, npt.NDArray[np.generic]]:
+                return await self.infer(name, {input_name: rows}, outputs)
+
+            coalescer = RowCoalescer(
+                call, max_rows=max_batch_size, max_in_flight=self._coalesce_in_flight
+            )
+            self._coalescers[key] = coalescer
+        return coalescer
 
     async def infer_loaded(
         self,

@@ -1,0 +1,102 @@
+"""Concurrent row requests for one model, merged into fewer Triton calls.
+
+Triton's dynamic batcher merges requests on the server, but each one still costs
+the control plane a gRPC call and Triton's frontend and Python backend stub a
+request's worth of work. Under load the control plane merges them first: at most
+`max_in_flight` calls per model are outstanding, and the rows of requests that
+arrive meanwhile go out together in the next call (up to the model's
+max_batch_size). An idle model adds nothing: a request that finds no queue and a
+free call goes straight through, so latency at low concurrency is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import numpy.typing as npt
+
+Tensors = dict[str, npt.NDArray[np.generic]]
+Call = Callable[[npt.NDArray[np.generic]], Awaitable[Tensors]]
+Waiting = tuple[npt.NDArray[np.generic], "asyncio.Future[Tensors]"]  # rows, their answer
+
+
+class RowCoalescer:
+    def __init__(self, call: Call, *, max_rows: int, max_in_flight: int) -> None:
+        self._call = call
+        self._max_rows = max_rows
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._queue: deque[Waiting] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0  # Triton calls made, for tests and metrics
+        self.merged = 0  # requests that shared a call with others
+
+    async def submit(self, rows: npt.NDArray[np.generic]) -> Tensors:
+        """The outputs for these rows (at most max_rows of them)."""
+        if not self._queue and self._in_flight < self._max_in_flight:
+            self._in_flight += 1
+            self.calls += 1
+            try:
+                return await self._call(rows)
+            finally:
+                self._in_flight -= 1
+                self._dispatch()
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        self._queue.append((rows, future))
+        self._dispatch()
+        return await future
+
+    def _dispatch(self) -> None:
+        while self._queue and self._in_flight < self._max_in_flight:
+            batch = self._take()
+            if not batch:
+                return
+            self._in_flight += 1
+            task = asyncio.create_task(self._run(batch))
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[Waiting]:
+        batch: list[Waiting] = []
+        rows = 0
+        while self._queue:
+            entry = self._queue[0]
+            if entry[1].done():  # its request was cancelled while it waited
+                self._queue.popleft()
+                continue
+            if batch and rows + len(entry[0]) > self._max_rows:
+                break
+            batch.append(self._queue.popleft())
+            rows += len(entry[0])
+        return batch
+
+    async def _run(
+        self, batch: list[tuple[npt.NDArray[np.generic], asyncio.Future[Tensors]]]
+    ) -> None:
+        self.calls += 1
+        if len(batch) > 1:
+            self.merged += len(batch)
+        try:
+            rows = np.concatenate([entry[0] for entry in batch]) if len(batch) > 1 else batch[0][0]
+            outputs = await self._call(rows)
+        except asyncio.CancelledError:  # shutting down: nobody waits forever
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # every request of the call gets the call's error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            offset = 0
+            for entry_rows, future in batch:
+                size = len(entry_rows)
+                if not future.done():
+                    future.set_result({k: v[offset : offset + size] for k, v in outputs.items()})
+                offset += size
+        finally:
+            self._in_flight -= 1
+            self._dispatch()

@@ -1,0 +1,100 @@
+"""Concurrent prediction rows merged into fewer Triton calls, each caller getting its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from fastapi import FastAPI
+
+from control_plane.triton.coalesce import Call, RowCoalescer, Tensors
+from tests.control_plane.conftest import state_of
+
+
+async def test_concurrent_rows_share_triton_calls_and_get_their_own_answers(
+    app: FastAPI, model_ids: dict[str, int]
+) -> None:
+    state = state_of(app)
+    runtime = await state.runtimes.recommender(state.sessionmaker, model_ids["a"])
+    outputs = [runtime.items_output, runtime.scores_output]
+
+    async def predict(user_row: int) -> Tensors:
+        rows = np.asarray([[user_row]], dtype=np.int64)
+        return await state.triton.infer_rows(
+            runtime.triton_name, runtime.input_name, rows, outputs, runtime.max_batch_size
+        )
+
+    users = [i % len(runtime.user_index) for i in range(64)]
+    alone = [await predict(user) for user in users[:8]]  # one at a time: nothing to merge
+    coalescer = next(c for k, c in state.triton._coalescers.items() if k[0] == runtime.triton_name)
+    calls_before, merged_before = coalescer.calls, coalescer.merged
+    together = await asyncio.gather(*(predict(user) for user in users))
+    assert coalescer.calls - calls_before < len(users)
+    assert coalescer.merged > merged_before
+    for user, answer in zip(users, together, strict=True):
+        expected = alone[users.index(user)] if user in users[:8] else await predict(user)
+        for name in outputs:
+            np.testing.assert_array_equal(answer[name], expected[name])
+
+
+def _echo_call(log: list[int], in_flight: list[int]) -> Call:
+    """A stand-in for Triton: doubles the rows, records batch sizes and overlap."""
+
+    async def call(rows: npt.NDArray[np.generic]) -> Tensors:
+        log.append(len(rows))
+        in_flight.append(in_flight[-1] + 1 if in_flight else 1)
+        await asyncio.sleep(0.01)
+        in_flight.append(in_flight[-1] - 1)
+        return {"y": np.asarray(rows) * 2}
+
+    return call
+
+
+async def test_merged_calls_respect_max_rows_and_max_in_flight() -> None:
+    sizes: list[int] = []
+    overlap: list[int] = []
+    coalescer = RowCoalescer(_echo_call(sizes, overlap), max_rows=8, max_in_flight=2)
+    inputs = [np.full((1 + i % 3, 1), i) for i in range(40)]
+    answers = await asyncio.gather(*(coalescer.submit(rows) for rows in inputs))
+    for rows, answer in zip(inputs, answers, strict=True):
+        np.testing.assert_array_equal(answer["y"], rows * 2)
+    assert max(sizes) <= 8 and len(sizes) < len(inputs)
+    assert max(overlap) <= 2
+
+
+async def test_a_failed_call_fails_every_request_in_it_and_only_those() -> None:
+    calls = 0
+
+    async def flaky(rows: npt.NDArray[np.generic]) -> Tensors:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        if calls == 2:  # the first merged call
+            raise RuntimeError("Triton said no")
+        return {"y": rows}
+
+    coalescer = RowCoalescer(flaky, max_rows=100, max_in_flight=1)
+    first = asyncio.ensure_future(coalescer.submit(np.zeros((1, 1))))
+    await asyncio.sleep(0)  # the first goes straight through; the next three wait
+    merged = [asyncio.ensure_future(coalescer.submit(np.zeros((1, 1)))) for _ in range(3)]
+    assert (await first)["y"].shape == (1, 1)
+    for waiting in merged:
+        with pytest.raises(RuntimeError, match="Triton said no"):
+            await waiting
+    assert (await coalescer.submit(np.ones((2, 1))))["y"].shape == (2, 1)  # still serving
+
+
+async def test_a_request_cancelled_while_waiting_is_left_out() -> None:
+    sizes: list[int] = []
+    coalescer = RowCoalescer(_echo_call(sizes, []), max_rows=100, max_in_flight=1)
+    first = asyncio.ensure_future(coalescer.submit(np.zeros((1, 1))))
+    await asyncio.sleep(0)
+    gone = asyncio.ensure_future(coalescer.submit(np.zeros((5, 1))))
+    kept = asyncio.ensure_future(coalescer.submit(np.ones((2, 1))))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await first
+    np.testing.assert_array_equal((await kept)["y"], np.full((2, 1), 2.0))
+    assert sizes == [1, 2]  # the cancelled request's five rows never went out
