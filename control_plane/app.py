@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             timeout_s=settings.triton_timeout_s,
             load_timeout_s=settings.model_load_timeout_s,
             coalesce_in_flight=settings.coalesce_in_flight,
+            http_url=settings.triton_infer_http_url,
         )
         lifecycle = ModelLifecycle(
             triton,

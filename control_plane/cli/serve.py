@@ -113,7 +113,7 @@ def _export_environment(stack: EmbeddedStack, config: StackConfig) -> None:
     # The control plane reads its settings from the environment; uvicorn workers inherit it.
     os.environ["REDIS_URL"] = stack.redis_url
     os.environ["CONCH_TRITON_GRPC_URL"] = stack.triton_grpc_url
-    if stack.triton_http_url:
+    if stack.triton_http_url:  # else predictions go over gRPC too
         os.environ["CONCH_TRITON_HTTP_URL"] = stack.triton_http_url
     os.environ["CONCH_MODEL_REPOSITORY"] = str(config.model_repository)
 

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 import numpy.typing as npt
 
-Tensors = dict[str, npt.NDArray[np.generic]]
+from control_plane.triton.http_infer import Tensors
+
 Call = Callable[[npt.NDArray[np.generic]], Awaitable[Tensors]]
 Waiting = tuple[npt.NDArray[np.generic], "asyncio.Future[Tensors]"]  # rows, their answer
 

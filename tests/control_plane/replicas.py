@@ -25,6 +25,7 @@ def replica_env(settings: Settings) -> dict[str, str]:
             "MODEL_EVENTS_REDIS_URL": settings.events_redis_url or "",
             "SECRET_KEY": settings.secret_key.get_secret_value(),
             "CONCH_TRITON_GRPC_URL": settings.triton_grpc_url,
+            "CONCH_TRITON_HTTP_URL": settings.triton_http_url or "",
             "CONCH_MODEL_REPOSITORY": str(settings.model_repository),
             "CONCH_ENVIRONMENT": "test",
         }

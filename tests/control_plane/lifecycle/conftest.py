@@ -161,6 +161,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 redis_url=redis.url,
                 model_events_redis_url=redis.url,
                 triton_grpc_url=triton.grpc_url,
+                triton_http_url=triton.http_url,
                 model_repository=repository,
             )
             for triton in tritons
