@@ -17,7 +17,6 @@ Triton work (`RateLimiter.refused`).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -124,7 +123,7 @@ async def _serve(
     refused = limiter.refused(principal.key_id)
     if refused is not None:
         enforce_rate_limit(refused)
-    limit_check = asyncio.ensure_future(limiter.hit(principal.key_id, principal.rate_limit))
+    limit_check = limiter.hit(principal.key_id, principal.rate_limit)
     try:
         ensure_scope(principal, "predict")
         body = route.body.model_validate_json(raw_body)

@@ -89,3 +89,31 @@ async def test_without_redis_auth_still_refuses_and_requests_still_pass(
             assert bad.status_code == 401
             good = await client.post(path, json={"user_id": "u1"}, headers={"X-API-Key": token})
             assert good.status_code == 200
+
+
+async def _script_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+async def test_a_burst_of_one_key_is_counted_by_one_call_with_exact_answers(
+    redis_url: str,
+) -> None:
+    redis = Redis.from_url(redis_url)
+    limiter = RateLimiter(redis, "5/minute", "5/minute", namespace=f"burst-{free_port()}")
+    try:
+        await limiter.hit(99)  # the script is loaded on this server from now on
+        before = await _script_calls(redis)
+        results = await asyncio.gather(*(limiter.hit(7) for _ in range(8)))
+        assert await _script_calls(redis) - before == 1  # the whole tick in one round trip
+        assert [r.allowed for r in results] == [True] * 5 + [False] * 3
+        assert [r.remaining for r in results] == [4, 3, 2, 1, 0, 0, 0, 0]
+        assert all(0 < r.reset_s <= 60 for r in results)
+        again = await limiter.hit(7)  # known over its limit: answered without Redis
+        assert not again.allowed
+        assert await _script_calls(redis) - before == 1
+    finally:
+        await limiter.aclose()
+        await redis.aclose()

@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-
 _NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 
 
@@ -40,6 +39,33 @@ def _from_numpy(name, array):
     return pb_utils.Tensor.from_dlpack(name, array) if _NUMPY_2 else pb_utils.Tensor(name, array)
 
 
+def _session_options(parameters, cpu_instance):
+    """onnxruntime's session options from the config's `parameters`.
+
+    `intra_op_thread_count` and `inter_op_thread_count` are the native backend's
+    keys; any `session.*` key is passed on as an onnxruntime session config entry.
+    CPU instances default to one thread that sleeps when idle: onnxruntime's default
+    (a thread per core, spinning between runs) takes CPU from the Triton frontend
+    and the other instances on the same host, and the embedded Triton's batches
+    are small.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    entries = {}
+    if cpu_instance:
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        entries = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+    if parameters.get("intra_op_thread_count"):
+        options.intra_op_num_threads = int(parameters["intra_op_thread_count"])
+    if parameters.get("inter_op_thread_count"):
+        options.inter_op_num_threads = int(parameters["inter_op_thread_count"])
+    entries.update({k: v for k, v in parameters.items() if k.startswith("session.")})
+    for key, value in entries.items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -49,22 +75,22 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        parameters = config.get("parameters", {})
-        threads = parameters.get("intra_op_thread_count", {}).get("string_value")
-        if threads:
-            options.intra_op_num_threads = int(threads)
+        parameters = {
+            key: value.get("string_value", "")
+            for key, value in config.get("parameters", {}).items()
+        }
+        cpu_instance = args["model_instance_kind"] != "GPU"
+        options = _session_options(parameters, cpu_instance)
 
         providers = ["CPUExecutionProvider"]
-        if args["model_instance_kind"] == "GPU":
+        if not cpu_instance:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise pb_utils.TritonModelException(
                     "instance kind KIND_GPU needs onnxruntime-gpu (CUDAExecutionProvider); "
                     "use KIND_CPU or install onnxruntime-gpu"
                 )
-            device_id = int(args["model_instance_device_id"])
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+            cuda = ("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])})
+            providers = [cuda, "CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
 
         session_inputs = {i.name for i in self.session.get_inputs()}
@@ -100,7 +126,7 @@ class TritonPythonModel:
         offset = 0
         for size in sizes:
             tensors = []
-            for name, result in zip(self.output_names, results):
+            for name, result in zip(self.output_names, results, strict=True):
                 part = result[offset : offset + size] if self.max_batch_size else result
                 tensors.append(_from_numpy(name, np.ascontiguousarray(part)))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))

@@ -43,12 +43,19 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.pt"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
 
-        threads = config.get("parameters", {}).get("INTRA_OP_THREAD_COUNT", {}).get("string_value")
-        if threads:
-            torch.set_num_threads(int(threads))
+        # Each instance is its own stub process, so the setting is per instance. CPU
+        # instances default to one thread: torch's pool (a thread per core, busy-
+        # waiting after each parallel region) takes CPU from the Triton frontend and
+        # the other instances. INTRA_OP_THREAD_COUNT (the native backend's key)
+        # overrides; "0" keeps torch's default.
+        gpu_instance = args["model_instance_kind"] == "GPU"
+        parameter = config.get("parameters", {}).get("INTRA_OP_THREAD_COUNT", {})
+        threads = int(parameter.get("string_value") or (0 if gpu_instance else 1))
+        if threads > 0:
+            torch.set_num_threads(threads)
 
         self.device = torch.device("cpu")
-        if args["model_instance_kind"] == "GPU":
+        if gpu_instance:
             if not torch.cuda.is_available():
                 raise pb_utils.TritonModelException(
                     "instance kind KIND_GPU needs a CUDA build of torch and a visible GPU "
@@ -90,7 +97,7 @@ class TritonPythonModel:
         offset = 0
         for size in sizes:
             tensors = []
-            for name, value in zip(self.output_names, results):
+            for name, value in zip(self.output_names, results, strict=True):
                 part = value[offset : offset + size] if self.max_batch_size else value
                 tensors.append(_from_torch(name, part))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
