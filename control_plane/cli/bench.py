@@ -291,6 +291,25 @@ def bare_torch_command(
     console.print(table)
 
 
+@bench_app.command("calls")
+def calls_command(
+    model: Annotated[str, typer.Option(help="a model loaded in that Triton")],
+    grpc_url: Annotated[str, typer.Option(help="Triton gRPC host:port")] = "127.0.0.1:8001",
+    http_url: Annotated[str, typer.Option(help="Triton HTTP host:port")] = "127.0.0.1:8000",
+    calls: Annotated[int, typer.Option(min=1, help="sequential calls per round")] = 2000,
+    rounds: Annotated[int, typer.Option(min=1, help="rounds, alternating the clients")] = 3,
+) -> None:
+    """Wall and CPU time of one Triton call from the control plane's process, per client."""
+    from control_plane.bench.calls import run_calls
+
+    table = Table(title=f"one sequential call to {model} (median of {rounds} rounds)")
+    for column in ("client", "wall µs", "CPU µs"):
+        table.add_column(column, justify="right")
+    for cost in run_calls(grpc_url, http_url, model, calls, rounds):
+        table.add_row(cost.client, f"{cost.wall_us:,.0f}", f"{cost.cpu_us:,.0f}")
+    console.print(table)
+
+
 @bench_app.command("device-info")
 def device_info_command() -> None:
     """Print the machine description the reports include (CPU, nproc, memory, GPUs)."""

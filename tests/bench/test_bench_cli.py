@@ -13,7 +13,7 @@ from control_plane.cli.bench import _ints
 def test_bench_subcommands_are_registered() -> None:
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert result.exit_code == 0
-    for command in ("run", "suite", "baseline", "bare-torch", "device-info", "report"):
+    for command in ("run", "suite", "baseline", "bare-torch", "calls", "device-info", "report"):
         assert command in result.output
 
 

@@ -1,0 +1,27 @@
+"""`conch bench calls` times one Triton call per client, from real calls."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from control_plane.bench.models import BenchModel
+from control_plane.cli import app
+from control_plane.triton.embedded import EmbeddedTriton
+
+
+def test_every_client_is_timed_against_the_real_model(
+    triton: EmbeddedTriton, bench_tabular: BenchModel
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench", "calls", "--model", bench_tabular.triton_name,
+            "--grpc-url", triton.grpc_url, "--http-url", triton.http_url,
+            "--calls", "20", "--rounds", "1",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for client in ("gateway over HTTP", "gateway over gRPC", "tritonclient grpc.aio"):
+        line = next(line for line in result.output.splitlines() if client in line)
+        wall, cpu = (float(cell.replace(",", "")) for cell in line.split("│")[2:4])
+        assert wall > 0 and cpu > 0
