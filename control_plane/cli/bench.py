@@ -299,13 +299,21 @@ def calls_command(
     calls: Annotated[int, typer.Option(min=1, help="sequential calls per round")] = 2000,
     rounds: Annotated[int, typer.Option(min=1, help="rounds, alternating the clients")] = 3,
 ) -> None:
-    """Wall and CPU time of one Triton call from the control plane's process, per client."""
-    from control_plane.bench.calls import run_calls
+    """Wall and CPU time of one Triton call from the control plane's process, per protocol."""
+    from tritonclient.utils import InferenceServerException
 
+    from control_plane.bench.calls import run_calls
+    from control_plane.core.errors import ConchError
+
+    try:
+        costs = run_calls(grpc_url, http_url, model, calls, rounds)
+    except (InferenceServerException, ConchError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     table = Table(title=f"one sequential call to {model} (median of {rounds} rounds)")
-    for column in ("client", "wall µs", "CPU µs"):
+    for column in ("protocol", "wall µs", "CPU µs"):
         table.add_column(column, justify="right")
-    for cost in run_calls(grpc_url, http_url, model, calls, rounds):
+    for cost in costs:
         table.add_row(cost.client, f"{cost.wall_us:,.0f}", f"{cost.cpu_us:,.0f}")
     console.print(table)
 

@@ -21,7 +21,17 @@ def test_every_client_is_timed_against_the_real_model(
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    for client in ("gateway over HTTP", "gateway over gRPC", "tritonclient grpc.aio"):
-        line = next(line for line in result.output.splitlines() if client in line)
+    for protocol in ("HTTP, binary tensors", "gRPC (grpc.aio)"):
+        line = next(line for line in result.output.splitlines() if protocol in line)
         wall, cpu = (float(cell.replace(",", "")) for cell in line.split("│")[2:4])
         assert wall > 0 and cpu > 0
+
+
+def test_a_model_triton_does_not_have_is_one_line(triton: EmbeddedTriton) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["bench", "calls", "--model", "no_such_model", "--grpc-url", triton.grpc_url,
+         "--http-url", triton.http_url],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Traceback" not in result.output
