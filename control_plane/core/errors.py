@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.core.request_id import current_request_id
@@ -170,6 +170,19 @@ async def _integrity_error(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(409, "ConflictError", "the request conflicts with existing data")
 
 
+async def _out_of_range(request: Request, exc: Exception) -> OrjsonResponse:
+    # A number beyond what the database column holds (an id of 20 digits): PostgreSQL
+    # says so with a DataError, SQLite's driver with an OverflowError.
+    if isinstance(exc, OverflowError) and "SQLite INTEGER" not in str(exc):
+        return unexpected_error_response(exc)
+    return error_response(
+        422,
+        "ValidationError",
+        "a number in the request is out of range",
+        {"path": request.url.path},
+    )
+
+
 def unexpected_error_response(exc: Exception) -> OrjsonResponse:
     # Logged with its traceback here; the client sees only the request id to quote.
     logger.error("unhandled error", exc_info=exc)
@@ -181,3 +194,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DataError, _out_of_range)
+    app.add_exception_handler(OverflowError, _out_of_range)

@@ -9,12 +9,12 @@ leaves no orphan behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
-
-_PR_SET_PDEATHSIG = 1
 
 
 class ProcessStartError(RuntimeError):
@@ -59,11 +57,22 @@ class Service:
         self.stop()
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec.
-    with contextlib.suppress(OSError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# Children must die with Conch, even when it is SIGKILLed: PR_SET_PDEATHSIG. It is
+# set by a tiny Python launcher that then execs the real command, not by a
+# `preexec_fn`: Python code between fork and exec in a process with gRPC's threads
+# running can crash the child (seen as redis-server "exiting" with SIGSEGV).
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)  # the parent died before the signal was armed
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _dying_with_parent(argv: Sequence[str]) -> list[str]:
+    # -I -S: no site-packages, no environment: a fast start that nothing can alter.
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -130,14 +139,13 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                self.argv,
+                _dying_with_parent(self.argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
 
     def exit_code(self) -> int | None:

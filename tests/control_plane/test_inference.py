@@ -150,6 +150,25 @@ async def test_unknown_route_has_the_error_body(client: httpx.AsyncClient) -> No
     assert response.json()["error"] == "NotFoundError"
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/inference/predict/99999999999999999999"),
+        ("POST", "/inference/predict/project/99999999999999999999"),
+        ("GET", "/api/v1/models/99999999999999999999"),
+    ],
+)
+async def test_ids_beyond_the_database_are_a_clear_4xx(
+    client: httpx.AsyncClient, admin_key: str, method: str, path: str
+) -> None:
+    response = await client.request(
+        method, path, json={"user_id": "u1"}, headers={"X-API-Key": admin_key}
+    )
+    # SQLite cannot even compare such a number (422); PostgreSQL finds no row (404).
+    assert response.status_code in (404, 422), response.text
+    assert set(response.json()) == {"error", "message", "details", "timestamp", "request_id"}
+
+
 async def test_health_and_loaded_models_need_no_key(
     client: httpx.AsyncClient, predict_key: str, model_ids: dict[str, int]
 ) -> None:
