@@ -54,6 +54,15 @@ def triton_error(exc: InferenceServerException, action: str) -> TritonError:
     return TritonError(message, triton_status=status)
 
 
+def _load_error(exc: InferenceServerException, name: str) -> TritonError | ModelLoadError:
+    """Triton down or too slow (503/504), or the model itself refused to load (500)."""
+    status = str(exc.status() or "")
+    if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
+        return triton_error(exc, "model load")
+    message = f"model {name!r} could not be loaded: {exc.message() or exc}"
+    return ModelLoadError(message, triton_name=name)
+
+
 def _is_not_loaded(exc: InferenceServerException) -> bool:
     text = (exc.message() or str(exc)).lower()
     return any(hint in text for hint in _NOT_LOADED_HINTS)
@@ -103,13 +112,8 @@ class TritonGateway:
             return False
 
     async def ready_models(self) -> list[str]:
-        try:
-            index = await self.client.get_model_repository_index(
-                as_json=True, client_timeout=self.timeout_s
-            )
-        except InferenceServerException as exc:
-            raise triton_error(exc, "repository index") from exc
-        names = [m["name"] for m in index.get("models", []) if m.get("state") == "READY"]
+        index = await self.repository_index()
+        names = [name for name, model in index.items() if model["state"] == "READY"]
         self._ready = set(names)
         return names
 
@@ -131,11 +135,7 @@ class TritonGateway:
         try:
             await self.client.load_model(name, client_timeout=timeout_s or self.load_timeout_s)
         except InferenceServerException as exc:
-            status = str(exc.status() or "")
-            if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
-                raise triton_error(exc, "model load") from exc
-            message = f"model {name!r} could not be loaded: {exc.message() or exc}"
-            raise ModelLoadError(message, triton_name=name) from exc
+            raise _load_error(exc, name) from exc
         self._ready.add(name)
 
     async def unload(self, name: str, wait_s: float = 30.0) -> None:
@@ -193,12 +193,11 @@ class TritonGateway:
                 if not await self.client.is_model_ready(name, client_timeout=self.timeout_s):
                     await self.client.load_model(name, client_timeout=self.load_timeout_s)
             except InferenceServerException as exc:
-                status = str(exc.status() or "")
-                if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
-                    raise triton_error(exc, "model load") from exc
-                message = f"model {name!r} could not be loaded: {exc.message() or exc}"
-                self._load_failures[name] = (message, time.monotonic() + LOAD_FAILURE_BACKOFF_S)
-                raise ModelLoadError(message, triton_name=name) from exc
+                error = _load_error(exc, name)
+                if isinstance(error, ModelLoadError):  # the model's fault: back off
+                    retry_at = time.monotonic() + LOAD_FAILURE_BACKOFF_S
+                    self._load_failures[name] = (error.message, retry_at)
+                raise error from exc
             self._load_failures.pop(name, None)
             self._ready.add(name)
 
