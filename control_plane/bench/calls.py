@@ -49,20 +49,15 @@ async def measure_calls(
     over_grpc = TritonGateway(grpc_url, timeout_s=10, load_timeout_s=60)
     try:
         inputs, outputs = await _inputs(over_grpc.client, model)
-    except BaseException:
-        for gateway in (over_http, over_grpc):
-            await gateway.close()
-        raise
 
-    async def gateway_http() -> None:
-        await over_http.infer_loaded(model, inputs, outputs)
+        async def gateway_http() -> None:
+            await over_http.infer_loaded(model, inputs, outputs)
 
-    async def gateway_grpc() -> None:
-        await over_grpc.infer_loaded(model, inputs, outputs)
+        async def gateway_grpc() -> None:
+            await over_grpc.infer_loaded(model, inputs, outputs)
 
-    clients = {"HTTP, binary tensors": gateway_http, "gRPC (grpc.aio)": gateway_grpc}
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
-    try:
+        clients = {"HTTP, binary tensors": gateway_http, "gRPC (grpc.aio)": gateway_grpc}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in clients}
         for _ in range(rounds):  # alternated, so drift on a shared machine hits all alike
             for name, call in clients.items():
                 for _ in range(min(200, calls)):  # warm-up

@@ -12,7 +12,7 @@ FastAPI, whose routes document these endpoints in /docs.
 The rate limit is checked while the prediction runs rather than before it,
 hiding the Redis round trip: a refused request gets its 429 and its result is
 thrown away, and a key already known to be over its limit is refused before any
-Triton work (`RateLimiter.refused`).
+Triton work (`RateLimiter.hit` answers it at once).
 """
 
 from __future__ import annotations
@@ -119,11 +119,9 @@ async def _serve(
         return await route.handler(
             state, principal, resource_id, route.body.model_validate_json(raw_body)
         )
-    limiter = state.limiter
-    refused = limiter.refused(principal.key_id)
-    if refused is not None:
-        enforce_rate_limit(refused)
-    limit_check = limiter.hit(principal.key_id, principal.rate_limit)
+    limit_check = state.limiter.hit(principal.key_id, principal.rate_limit)
+    if limit_check.done():  # a key known to be over its limit: refused before any Triton work
+        enforce_rate_limit(limit_check.result())
     try:
         ensure_scope(principal, "predict")
         body = route.body.model_validate_json(raw_body)

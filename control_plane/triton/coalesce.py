@@ -32,8 +32,8 @@ class RowCoalescer:
         self._in_flight = 0
         self._queue: deque[Waiting] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.calls = 0  # Triton calls made, for tests and metrics
-        self.merged = 0  # requests that shared a call with others
+        self.calls = 0  # Triton calls made (read by the tests)
+        self.merged = 0  # requests that shared a call with others (read by the tests)
 
     async def submit(self, rows: npt.NDArray[np.generic]) -> Tensors:
         """The outputs for these rows (at most max_rows of them)."""
