@@ -92,7 +92,7 @@ class TritonHttpInference:
         request = _encode(name, inputs, outputs)
         try:
             async with asyncio.timeout(self._timeout):
-                status, response = await self._exchange(request)
+                response = await self._exchange(request)
         except TimeoutError:
             raise InferenceServerException(
                 f"Triton did not answer within {self._timeout:.1f}s", status="DEADLINE_EXCEEDED"
@@ -104,11 +104,11 @@ class TritonHttpInference:
         except httptools.HttpParserError as exc:
             raise InferenceServerException(f"unreadable answer from Triton: {exc}") from exc
         body = b"".join(response.body)
-        if status != 200:
-            raise InferenceServerException(_error_text(body), status=f"HTTP {status}")
+        if response.status != 200:
+            raise InferenceServerException(_error_text(body), status=f"HTTP {response.status}")
         return _decode(body, response.header_length, outputs)
 
-    async def _exchange(self, request: bytes) -> tuple[int, _Response]:
+    async def _exchange(self, request: bytes) -> _Response:
         if self._idle:
             try:
                 return await self._exchange_on(self._idle.pop(), request)
@@ -116,7 +116,7 @@ class TritonHttpInference:
                 pass  # Triton may have closed an idle connection (or restarted): once more
         return await self._exchange_on(await self._connect(), request)
 
-    async def _exchange_on(self, connection: _Connection, request: bytes) -> tuple[int, _Response]:
+    async def _exchange_on(self, connection: _Connection, request: bytes) -> _Response:
         try:
             connection.writer.write(request)
             response = _Response()
@@ -132,7 +132,7 @@ class TritonHttpInference:
             self._idle.append(connection)
         else:
             connection.close()
-        return response.status, response
+        return response
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection(self._host, self._port)
