@@ -134,11 +134,15 @@ _HTTP_NAMES = {
 }
 
 
-async def _conch_error(_: Request, exc: Exception) -> OrjsonResponse:
-    assert isinstance(exc, ConchError)
+def conch_error_response(exc: ConchError) -> OrjsonResponse:
     return error_response(
         exc.status_code, type(exc).__name__, exc.message, exc.details, exc.headers
     )
+
+
+async def _conch_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, ConchError)
+    return conch_error_response(exc)
 
 
 def validation_error_response(

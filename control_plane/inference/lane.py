@@ -26,7 +26,7 @@ import orjson
 import pydantic
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from control_plane.core.errors import ConchError, error_response, validation_error_response
+from control_plane.core.errors import ConchError, conch_error_response, validation_error_response
 from control_plane.core.state import AppState
 from control_plane.inference.handlers import (
     Payload,
@@ -96,9 +96,7 @@ class PredictionLane:
         try:
             payload = await _serve(state, route, resource_id, scope, body)
         except ConchError as exc:
-            await error_response(
-                exc.status_code, type(exc).__name__, exc.message, exc.details, exc.headers
-            )(scope, receive, send)
+            await conch_error_response(exc)(scope, receive, send)
             return
         except pydantic.ValidationError as exc:
             await validation_error_response(exc.errors(), ("body",))(scope, receive, send)
