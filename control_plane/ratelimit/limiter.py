@@ -1,11 +1,11 @@
-"""Sliding-log rate limiter: one atomic Lua call (EVALSHA) per key and event-loop tick.
+"""Per-key rate limits: one atomic Lua call (EVALSHA) per key and event-loop tick.
 
-A sliding log is exact ("the 101st request within any 60 s is refused"),
-unlike GCRA or fixed windows, at the cost of one sorted-set member per
-admitted request, which is small for per-key limits of this size. Redis's own
-clock is used so replicas with skewed clocks agree. When Redis is unreachable
-each process falls back to its own in-memory log (a warning, rate-limited, and
-a counter); authentication itself never depends on Redis.
+What a limit means and how it is counted is window.py's part (a bucketed sliding
+window: never more than the limit in any period, constant memory per key).
+Redis's own clock is used so replicas with skewed clocks agree. When Redis is
+unreachable each process falls back to its own in-memory window (a warning,
+rate-limited, a counter, and `fallback` in /inference/health); authentication
+itself never depends on Redis.
 
 Requests of one key that arrive in the same event-loop tick are counted by one
 script call that admits as many of them as the window has room for: under load a
@@ -13,56 +13,42 @@ busy key costs one Redis round trip per tick instead of one per request, and
 each request still gets its exact `X-RateLimit-Remaining`.
 
 A refused key is remembered in-process until its window has room again: the
-sliding log frees its first slot only when the oldest counted request leaves
-the window, so until then every answer is "no" and needs no round trip (and the
-prediction fast lane spends no Triton time on it).
+window frees its first slot only when its oldest bucket leaves it, so until
+then every answer is "no" and needs no round trip (and the prediction fast lane
+spends no Triton time on it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
-import uuid
-from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from control_plane.core import metrics
 from control_plane.core.settings import parse_rate
+from control_plane.ratelimit.lru import LRUDict
 from control_plane.ratelimit.resp import PipelinedRedis
+from control_plane.ratelimit.window import (
+    SLIDING_WINDOW_LUA,
+    SLIDING_WINDOW_SHA,
+    WINDOW_BUCKETS,
+    LocalWindows,
+    WindowCount,
+)
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_METRIC = "rate_limit_redis_fallback_total"
+# Keys whose in-process state (refusal, per-process window) one process keeps.
+MAX_TRACKED_KEYS = 10_000
 
-# ARGV: limit, period in µs, a unique id, how many requests want in.
-# Returns {admitted, counted before them, µs until the oldest counted one leaves}.
-_SLIDING_LOG = """
-local limit = tonumber(ARGV[1])
-local period_us = tonumber(ARGV[2])
-local wanted = tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period_us)
-local count = redis.call('ZCARD', KEYS[1])
-local admitted = math.max(0, math.min(wanted, limit - count))
-for i = 1, admitted do
-  redis.call('ZADD', KEYS[1], now, ARGV[3] .. ':' .. i)
-end
-if admitted > 0 then
-  redis.call('PEXPIRE', KEYS[1], math.ceil(period_us / 1000))
-end
-local reset_us = period_us
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if oldest[2] then reset_us = tonumber(oldest[2]) + period_us - now end
-return {admitted, count, reset_us}
-"""
-_SLIDING_LOG_SHA = hashlib.sha1(_SLIDING_LOG.encode()).hexdigest()
+LimiterHealth = Literal["ok", "fallback", "not_configured"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +56,7 @@ class RateLimitResult:
     allowed: bool
     limit: int
     remaining: int
-    reset_s: float  # until the oldest counted request leaves the window
+    reset_s: float  # until the oldest counted requests leave the window
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -83,22 +69,14 @@ class RateLimitResult:
         return headers
 
 
-class LocalSlidingLog:
-    """Per-process fallback; only consulted while Redis is unreachable."""
-
-    def __init__(self) -> None:
-        self._logs: dict[str, deque[float]] = {}
-
-    def hit(self, key: str, limit: int, period: float) -> RateLimitResult:
-        now = time.monotonic()
-        log = self._logs.setdefault(key, deque())
-        while log and log[0] <= now - period:
-            log.popleft()
-        reset = (log[0] + period - now) if log else period
-        if len(log) >= limit:
-            return RateLimitResult(False, limit, 0, reset)
-        log.append(now)
-        return RateLimitResult(True, limit, limit - len(log), reset)
+def _answers(limit: int, count: WindowCount, wanted: int) -> list[RateLimitResult]:
+    """One answer per request, in arrival order: each sees the ones before it."""
+    return [
+        RateLimitResult(
+            i < count.admitted, limit, max(0, limit - count.counted - i - 1), count.reset_s
+        )
+        for i in range(wanted)
+    ]
 
 
 class RateLimiter:
@@ -111,7 +89,9 @@ class RateLimiter:
         namespace: str = "default",
         retry_redis_after_s: float = 2.0,
         warn_every_s: float = 30.0,
+        max_tracked_keys: int = MAX_TRACKED_KEYS,
     ) -> None:
+        """Raises UnsupportedRedisURL when `redis` is reached in a way the hot path cannot."""
         self.redis = redis
         self.default_rate = default_rate
         self.fallback_rate = fallback_rate
@@ -120,8 +100,8 @@ class RateLimiter:
         self._prefix = f"conch:ratelimit:{namespace}:"
         # The hot path uses its own pipelined connection (see resp.py), not redis-py's pool.
         self._connection = PipelinedRedis.like(redis) if redis is not None else None
-        self._local = LocalSlidingLog()
-        self._refused_until: dict[int, tuple[float, int]] = {}  # key id -> (until, limit)
+        self._local = LocalWindows(max_tracked_keys)
+        self._refused_until: LRUDict[int, tuple[float, int]] = LRUDict(max_tracked_keys)
         # Requests counted together at the end of this tick: key id -> (rate, answers).
         self._waiting: dict[int, tuple[str | None, list[asyncio.Future[RateLimitResult]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -129,6 +109,10 @@ class RateLimiter:
         self._retry_after = retry_redis_after_s
         self._warn_every = warn_every_s
         self._last_warning = -math.inf
+
+    def tracked_keys(self) -> int:
+        """Keys this process holds state for (bounded by `max_tracked_keys` each)."""
+        return len(self._refused_until) + len(self._local)
 
     def refused(self, key_id: int) -> RateLimitResult | None:
         """The answer for a key known to be over its limit, without asking Redis."""
@@ -138,7 +122,7 @@ class RateLimiter:
         until, limit = entry
         left = until - time.monotonic()
         if left <= 0:
-            del self._refused_until[key_id]
+            self._refused_until.pop(key_id)
             return None
         return RateLimitResult(False, limit, 0, left)
 
@@ -159,6 +143,19 @@ class RateLimiter:
             asyncio.get_running_loop().call_soon(self._count_waiting, key_id)
         waiting[1].append(future)
         return future
+
+    async def health(self) -> LimiterHealth:
+        """`ok` when limits are shared through Redis right now (asked over the hot
+        path's own connection), `fallback` when each process counts alone."""
+        if self._connection is None:
+            return "not_configured"
+        try:
+            await self._connection.call("PING")
+        except (RedisError, OSError) as exc:
+            self._redis_down(exc)
+            return "fallback"
+        self._redis_down_until = 0.0  # back: the next request counts in Redis again
+        return "ok"
 
     def _count_waiting(self, key_id: int) -> None:
         rate, futures = self._waiting.pop(key_id)
@@ -191,42 +188,45 @@ class RateLimiter:
         limit, period = parse_rate(rate or self.default_rate)
         if self._connection is not None and time.monotonic() >= self._redis_down_until:
             try:
-                admitted, counted, reset_us = await self._sliding_log(
-                    f"{self._prefix}{key_id}", limit, int(period * 1_000_000), wanted
+                return _answers(
+                    limit, await self._count_in_redis(key_id, limit, period, wanted), wanted
                 )
-                reset_s = reset_us / 1e6
-                return [
-                    RateLimitResult(i < admitted, limit, max(0, limit - counted - i - 1), reset_s)
-                    for i in range(wanted)
-                ]
             except (RedisError, OSError) as exc:
-                # Do not pay a connect timeout on every request while Redis is down.
-                self._redis_down_until = time.monotonic() + self._retry_after
-                self._warn(exc)
+                self._redis_down(exc)
         metrics.increment(FALLBACK_METRIC, wanted)
         fallback_limit, fallback_period = parse_rate(rate or self.fallback_rate)
-        return [
-            self._local.hit(str(key_id), fallback_limit, fallback_period) for _ in range(wanted)
-        ]
+        count = self._local.count(key_id, fallback_limit, fallback_period, wanted)
+        return _answers(fallback_limit, count, wanted)
 
-    async def _sliding_log(self, key: str, limit: int, period_us: int, wanted: int) -> list[int]:
+    async def _count_in_redis(
+        self, key_id: int, limit: int, period: float, wanted: int
+    ) -> WindowCount:
         assert self._connection is not None
-        args = (key, limit, period_us, uuid.uuid4().hex, wanted)
+        # The period is part of the name: a key whose rate changes unit starts afresh
+        # instead of reading buckets cut for another period.
+        window = f"{self._prefix}{key_id}:{int(period)}"
+        args = (window, limit, int(period * 1_000_000), WINDOW_BUCKETS, wanted)
         try:
-            reply: list[int] = await self._connection.call("EVALSHA", _SLIDING_LOG_SHA, 1, *args)
+            reply = await self._connection.call("EVALSHA", SLIDING_WINDOW_SHA, 1, *args)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             # First use on this server (or after SCRIPT FLUSH): send the script itself.
-            reply = await self._connection.call("EVAL", _SLIDING_LOG, 1, *args)
-        return reply
+            reply = await self._connection.call("EVAL", SLIDING_WINDOW_LUA, 1, *args)
+        admitted, counted, reset_us = reply
+        return WindowCount(admitted, counted, reset_us / 1e6)
 
     async def aclose(self) -> None:
         if self._connection is not None:
             await self._connection.aclose()
 
-    def _warn(self, exc: BaseException) -> None:
+    def _redis_down(self, exc: BaseException) -> None:
+        # Do not pay a connect timeout on every request while Redis is down.
+        self._redis_down_until = time.monotonic() + self._retry_after
         now = time.monotonic()
         if now - self._last_warning >= self._warn_every:
             self._last_warning = now
-            logger.warning("Redis unreachable for rate limiting (%s): per-process fallback", exc)
+            where = self._connection.endpoint.describe() if self._connection else "Redis"
+            logger.warning(
+                "%s unreachable for rate limiting (%s): per-process fallback", where, exc
+            )

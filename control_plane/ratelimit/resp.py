@@ -6,7 +6,8 @@ one EVALSHA per request, so it gets a single long-lived connection instead:
 commands are written as they come, replies are matched to callers in order
 (Redis answers a connection's commands in order), and hiredis parses them.
 Any failure closes the connection; the next call reconnects, and the limiter
-falls back to its per-process log while Redis stays unreachable.
+falls back to its per-process window while Redis stays unreachable. Where the
+connection goes (TCP, TLS, unix socket; AUTH, SELECT) is endpoint.py's part.
 """
 
 from __future__ import annotations
@@ -18,46 +19,31 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
-from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from control_plane.ratelimit.endpoint import RedisEndpoint, encode_command
 
-def encode_command(*args: str | int | bytes) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+__all__ = ["PipelinedRedis", "encode_command"]
 
 
 class PipelinedRedis:
-    def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
-        self._configure(parse_url(url), timeout_s)  # type: ignore[no-untyped-call]
-
-    @classmethod
-    def like(cls, client: Redis, *, timeout_s: float = 0.5) -> PipelinedRedis:
-        """A connection to the same server and database as a redis-py client."""
-        instance = cls.__new__(cls)
-        instance._configure(dict(client.connection_pool.connection_kwargs), timeout_s)
-        return instance
-
-    def _configure(self, options: dict[str, Any], timeout_s: float) -> None:
-        self._host = options.get("host", "127.0.0.1")
-        self._port = int(options.get("port", 6379))
-        self._setup = []
-        if options.get("password"):
-            username = options.get("username")
-            credentials = (username, options["password"]) if username else (options["password"],)
-            self._setup.append(encode_command("AUTH", *credentials))
-        if options.get("db"):
-            self._setup.append(encode_command("SELECT", options["db"]))
+    def __init__(self, endpoint: RedisEndpoint | str, *, timeout_s: float = 0.5) -> None:
+        """`endpoint`: where to connect, or a redis://, rediss:// or unix:// URL."""
+        if isinstance(endpoint, str):
+            endpoint = RedisEndpoint.from_url(endpoint)
+        self.endpoint = endpoint
         self._timeout = timeout_s
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._connecting: asyncio.Lock | None = None
+
+    @classmethod
+    def like(cls, client: Redis, *, timeout_s: float = 0.5) -> PipelinedRedis:
+        """A connection to the same server and database as a redis-py client."""
+        return cls(RedisEndpoint.like(client), timeout_s=timeout_s)
 
     async def call(self, *args: str | int | bytes) -> Any:
         """Send one command and wait for its reply; Redis errors raise ResponseError."""
@@ -81,22 +67,30 @@ class PipelinedRedis:
             if self._writer is not None:
                 return self._writer
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self._host, self._port), self._timeout
-                )
-                for command in self._setup:  # AUTH / SELECT before any caller's command
-                    writer.write(command)
-                    line = await asyncio.wait_for(reader.readline(), self._timeout)
-                    if not line.startswith(b"+"):
-                        writer.close()
-                        raise RedisConnectionError(
-                            f"Redis refused the connection setup: {line.decode().strip()}"
-                        )
-            except (OSError, TimeoutError) as exc:
+                reader, writer = await asyncio.wait_for(self.endpoint.open(), self._timeout)
+            except (OSError, TimeoutError) as exc:  # refused, TLS handshake failed, too slow
                 raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+            try:
+                await self._set_up(reader, writer)
+            except BaseException:
+                writer.close()
+                raise
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read_replies(reader))
             return writer
+
+    async def _set_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """AUTH / SELECT before any caller's command."""
+        for command in await self.endpoint.setup_commands():
+            writer.write(command)
+            try:
+                line = await asyncio.wait_for(reader.readline(), self._timeout)
+            except (OSError, TimeoutError) as exc:
+                raise RedisConnectionError(f"Redis connection setup failed: {exc}") from exc
+            if not line.startswith(b"+"):
+                raise RedisConnectionError(
+                    f"Redis refused the connection setup: {line.decode().strip()}"
+                )
 
     async def _read_replies(self, stream: asyncio.StreamReader) -> None:
         parser = hiredis.Reader()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +16,8 @@ from control_plane.core import metrics
 from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
 from control_plane.ratelimit.limiter import FALLBACK_METRIC, RateLimiter
+from control_plane.ratelimit.lru import LRUDict
+from control_plane.ratelimit.window import WINDOW_BUCKETS
 from tests.control_plane.conftest import make_key
 from tests.control_plane.replicas import uvicorn_replica
 
@@ -117,3 +120,64 @@ async def test_a_burst_of_one_key_is_counted_by_one_call_with_exact_answers(
     finally:
         await limiter.aclose()
         await redis.aclose()
+
+
+async def test_a_refused_key_is_admitted_again_once_its_reset_has_passed(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    limiter = RateLimiter(redis, "3/second", "3/second", namespace=f"reset-{free_port()}")
+    try:
+        results = await asyncio.gather(*(limiter.hit(4) for _ in range(4)))
+        assert [r.remaining for r in results] == [2, 1, 0, 0]
+        refused = results[-1]
+        assert not refused.allowed and 0 < refused.reset_s <= 1
+        assert refused.headers()["Retry-After"] == "1"
+        await asyncio.sleep(refused.reset_s + 0.05)  # what Retry-After promises
+        again = await limiter.hit(4)
+        assert again.allowed and again.remaining == 2  # the whole burst left the window
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_a_key_s_window_in_redis_stays_small_whatever_its_limit(redis_url: str) -> None:
+    """A sliding log held one entry per admitted request; the window holds buckets."""
+    redis = Redis.from_url(redis_url)
+    namespace = f"memory-{free_port()}"
+    limiter = RateLimiter(redis, "10000000/second", "1/second", namespace=namespace)
+    try:
+        assert (await limiter.hit(5)).allowed
+        [window] = await redis.keys(f"conch:ratelimit:{namespace}:*")  # counted in Redis
+        sizes, admitted, started = [], 1, time.monotonic()
+        # Thousands of requests, over more than one period (so old buckets leave too).
+        while admitted < 3000 or time.monotonic() - started < 1.5:
+            assert time.monotonic() - started < 120, "the limiter stopped admitting"
+            results = await asyncio.gather(*(limiter.hit(5) for _ in range(50)))
+            admitted += sum(r.allowed for r in results)
+            sizes.append(await redis.memory_usage(window))
+        assert max(sizes) < 4096  # bytes, as Redis counts them: a log needs ~100 per request
+        assert await redis.type(window) == b"list"
+        assert await redis.llen(window) <= WINDOW_BUCKETS + 1
+    finally:
+        await limiter.aclose()
+        await redis.aclose()
+
+
+async def test_in_process_state_stays_bounded_under_a_flood_of_distinct_keys() -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    redis = Redis.from_url(dead, socket_connect_timeout=0.2)
+    limiter = RateLimiter(redis, "100/minute", "1/minute", max_tracked_keys=50)
+    for key_id in range(1000):  # each admitted once per process, then refused
+        assert (await limiter.hit(key_id)).allowed
+        assert not (await limiter.hit(key_id)).allowed
+    assert limiter.tracked_keys() <= 2 * 50  # refusals + per-process windows
+    assert not (await limiter.hit(999)).allowed  # the most recent keys are still known
+    await limiter.aclose()
+    await redis.aclose()
+
+
+def test_the_bounded_dictionary_drops_the_least_recently_used_entry() -> None:
+    entries: LRUDict[str, int] = LRUDict(2)
+    entries["a"], entries["b"] = 1, 2
+    assert entries.get("a") == 1  # now "b" is the least recently used
+    entries["c"] = 3
+    assert (entries.get("a"), entries.get("b"), entries.get("c"), len(entries)) == (1, None, 3, 2)
