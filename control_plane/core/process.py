@@ -57,6 +57,24 @@ class Service:
         self.stop()
 
 
+class ProcessService(Service):
+    """A Service that is one managed child process (what the supervisor watches)."""
+
+    _process: ManagedProcess | None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.running()
+
+    def exit_code(self) -> int | None:
+        return None if self._process is None else self._process.exit_code()
+
+    def interrupt(self) -> None:
+        """From another thread: a start under way fails at once, stop() cleans up."""
+        process = self._process
+        if process is not None:
+            process.interrupt()
+
+
 # Children must die with Conch, even when it is SIGKILLed: PR_SET_PDEATHSIG. It is
 # set by a tiny Python launcher that then execs the real command, not by a
 # `preexec_fn`: Python code between fork and exec in a process with gRPC's threads
@@ -149,11 +167,36 @@ class ManagedProcess:
             )
 
     def exit_code(self) -> int | None:
-        """None while running."""
-        return self._popen.poll() if self._popen else None
+        """None while running (or never started); negative: killed by that signal.
+
+        Looks without reaping: an exited leader stays a zombie until stop(), so its
+        pid, which is also its group's id, cannot be taken by an unrelated process
+        before stop() has killed what is left of the group (Triton's backend stubs)."""
+        popen = self._popen
+        if popen is None:
+            return None
+        if popen.returncode is not None:
+            return popen.returncode
+        try:
+            info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already (Popen's own bookkeeping)
+            return popen.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
     def running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
+        return self._popen is not None and self.exit_code() is None
+
+    def group_members(self) -> list[int]:
+        """Pids still in this child's process group (the leader included while it lives)."""
+        return [] if self._popen is None else processes_in_group(self._popen.pid)
+
+    def interrupt(self) -> None:
+        """SIGTERM the group without waiting: safe from any thread (stop() cleans up)."""
+        popen = self._popen
+        if popen is not None and popen.returncode is None:
+            self._signal_group(popen.pid, signal.SIGTERM)
 
     def wait_ready(
         self, probe: Callable[[], bool], timeout_s: float, interval_s: float = 0.1
@@ -171,11 +214,15 @@ class ManagedProcess:
         raise TimeoutError
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM the whole group, then SIGKILL what is left after the timeout."""
+        """SIGTERM the whole group, then SIGKILL what is left after the timeout.
+
+        A leader that died already leaves nobody to shut the rest down in order:
+        its orphans (backend stubs) are SIGKILLed at once, then the leader is reaped."""
         if self._popen is None:
             return
         pgid = self._popen.pid
-        self._signal_group(pgid, signal.SIGTERM)
+        leader_dead = self.exit_code() is not None
+        self._signal_group(pgid, signal.SIGKILL if leader_dead else signal.SIGTERM)
         try:
             self._popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -193,6 +240,22 @@ class ManagedProcess:
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+
+def processes_in_group(pgid: int) -> list[int]:
+    """Every live (not zombie) process whose process group is `pgid`, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the ")" closing the command name: state, ppid, pgrp, ...
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # exited while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _group_alive(pgid: int) -> bool:

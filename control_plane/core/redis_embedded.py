@@ -9,20 +9,29 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import socket
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from control_plane.core.paths import state_dir
+from control_plane.core.paths import new_run_dir, state_dir
 from control_plane.core.process import (
     ManagedProcess,
     ProcessExited,
+    ProcessService,
     ProcessStartError,
-    Service,
     free_port,
     port_is_free,
     tail,
 )
+
+
+def answers_ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether a Redis server answers PING on host:port right now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def redis_server_binary() -> Path:
@@ -36,7 +45,10 @@ def redis_server_binary() -> Path:
 
 
 @dataclass
-class EmbeddedRedis(Service):
+class EmbeddedRedis(ProcessService):
+    """One redis-server; a restart (stop, then start) keeps its port."""
+
+    name = "redis-server"
     port: int | None = None
     host: str = "127.0.0.1"
     startup_timeout_s: float = 10.0
@@ -52,9 +64,7 @@ class EmbeddedRedis(Service):
             self.port = free_port()
         elif not port_is_free(self.port, self.host):
             raise ProcessStartError(f"Redis port {self.port} is already in use on {self.host}")
-        state = state_dir()
-        state.mkdir(parents=True, exist_ok=True)
-        self._workdir = Path(tempfile.mkdtemp(prefix="redis-", dir=state))
+        self._workdir = new_run_dir("redis")
         argv = [
             str(redis_server_binary()),
             "--port", str(self.port),
@@ -63,7 +73,7 @@ class EmbeddedRedis(Service):
             "--appendonly", "no",
             "--dir", str(self._workdir),
         ]  # fmt: skip
-        log_path = state / "logs" / f"redis-{self.port}.log"
+        log_path = state_dir() / "logs" / f"redis-{self.port}.log"
         self._process = ManagedProcess("redis-server", argv, log_path=log_path)
         self._process.spawn()
         try:
@@ -88,12 +98,7 @@ class EmbeddedRedis(Service):
 
     def _answers_ping(self) -> bool:
         assert self.port is not None
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return answers_ping(self.host, self.port)
 
     def stop(self) -> None:
         if self._process is not None:

@@ -3,6 +3,9 @@
 `conch serve` and `conch demo` use it; so do tests that need whole replicas.
 Each piece is replaced by an external server when its URL is given (REDIS_URL,
 `--triton-url`), which is how production runs (NGC Triton container, managed Redis).
+The embedded pieces are supervised: one that dies is started again on the same
+ports (core/supervisor.py). Scratch directories that a killed run left behind are
+removed at start.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control_plane.core.paths import remove_stale_run_dirs
 from control_plane.core.process import Service
 from control_plane.core.redis_embedded import EmbeddedRedis
+from control_plane.core.supervisor import BackoffPolicy, Supervised, Supervisor
 from control_plane.triton.embedded import EmbeddedTriton
 
 
@@ -27,6 +32,7 @@ class StackConfig:
     metrics_port: int = 8002
     host: str = "127.0.0.1"
     load_models: list[str] = field(default_factory=list)
+    restart_policy: BackoffPolicy = field(default_factory=BackoffPolicy)
 
 
 @dataclass
@@ -34,6 +40,7 @@ class EmbeddedStack(Service):
     config: StackConfig
     triton: EmbeddedTriton | None = field(default=None, init=False)
     redis: EmbeddedRedis | None = field(default=None, init=False)
+    supervisor: Supervisor | None = field(default=None, init=False)
     _exits: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False)
 
     @property
@@ -57,6 +64,7 @@ class EmbeddedStack(Service):
         return self.config.redis_url
 
     def start(self) -> EmbeddedStack:
+        remove_stale_run_dirs()
         try:
             if self.config.redis_url is None:
                 self.redis = self._exits.enter_context(EmbeddedRedis())
@@ -74,7 +82,13 @@ class EmbeddedStack(Service):
         except BaseException:
             self.stop()
             raise
+        children: list[Supervised] = [s for s in (self.redis, self.triton) if s is not None]
+        if children:
+            self.supervisor = Supervisor(children, self.config.restart_policy).start()
         return self
 
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()  # no restart during the shutdown; it stops them
+            self.supervisor = None
         self._exits.close()

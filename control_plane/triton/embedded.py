@@ -15,16 +15,15 @@ import shutil
 import site
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from control_plane.core.paths import BACKENDS_SOURCE_DIR, state_dir
+from control_plane.core.paths import BACKENDS_SOURCE_DIR, new_run_dir, state_dir
 from control_plane.core.process import (
     ManagedProcess,
     ProcessExited,
+    ProcessService,
     ProcessStartError,
-    Service,
     http_ok,
     port_is_free,
     tail,
@@ -33,6 +32,10 @@ from control_plane.core.process import (
 # Environment variable through which backends find the virtualenv's packages:
 # the stub embeds libpython and ignores PYTHONPATH.
 SITE_PACKAGES_ENV = "CONCH_BACKEND_SITE_PACKAGES"
+
+# A Python backend stub's argv: [stub, model path, shared-memory region name, ...].
+_STUB_NAME = "triton_python_backend_stub"
+_SHM_DIR = Path("/dev/shm")
 
 
 class TritonStartError(ProcessStartError):
@@ -96,9 +99,11 @@ def _shared_libpython_dir(version: str) -> Path:
 
 
 @dataclass
-class EmbeddedTriton(Service):
-    """One tritonserver process in explicit model-control mode."""
+class EmbeddedTriton(ProcessService):
+    """One tritonserver process in explicit model-control mode; a restart (stop,
+    then start) keeps its ports and loads `load_models` again."""
 
+    name = "tritonserver"
     model_repository: Path
     http_port: int = 8000
     grpc_port: int = 8001
@@ -136,13 +141,12 @@ class EmbeddedTriton(Service):
                     f"Triton {label} port {port} is already in use on {self.host}"
                 )
 
-        state = state_dir()
-        state.mkdir(parents=True, exist_ok=True)
-        self._workdir = Path(tempfile.mkdtemp(prefix="triton-", dir=state))
+        self._workdir = new_run_dir("triton")
         backend_dir = _assemble_backends(installation, self._workdir / "backends")
-        log_path = self.log_path or state / "logs" / f"triton-{self.grpc_port}.log"
+        log_path = self.log_path or state_dir() / "logs" / f"triton-{self.grpc_port}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
+        if log_path.exists():  # the previous server's log (a crash's last words): kept once
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
 
         argv = [
             str(installation.binary),
@@ -199,13 +203,15 @@ class EmbeddedTriton(Service):
                 f"(log: {self._process.log_path})"
             ) from None
 
-    def running(self) -> bool:
-        return self._process is not None and self._process.running()
-
     def stop(self) -> None:
         if self._process is not None:
-            self._process.stop()
+            # A server that died cannot free its stubs' shared memory: it is ours to.
+            died = self._process.exit_code() is not None
+            regions = _stub_shm_regions(self._process.group_members()) if died else []
+            self._process.stop()  # the stubs go with it: they are in its process group
             self._process = None
+            for region in regions:
+                region.unlink(missing_ok=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -224,6 +230,20 @@ def _assemble_backends(installation: TritonInstallation, target: Path) -> Path:
         if (backend / "model.py").is_file():
             (target / backend.name).symlink_to(backend, target_is_directory=True)
     return target
+
+
+def _stub_shm_regions(pids: list[int]) -> list[Path]:
+    regions = []
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if len(argv) > 2 and argv[0].endswith(_STUB_NAME.encode()):
+            name = argv[2].decode(errors="replace")
+            if name.startswith("triton_") and "/" not in name:
+                regions.append(_SHM_DIR / name)
+    return regions
 
 
 def _site_packages() -> list[str]:

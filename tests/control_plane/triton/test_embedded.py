@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
-from control_plane.core.process import free_port
+from control_plane.core.process import free_port, processes_in_group
 from control_plane.triton import embedded
 from control_plane.triton.embedded import EmbeddedTriton, TritonStartError
+from tests.control_plane.recommender_model import write_recommender
 
 
 def _alive(pid: int) -> bool:
@@ -109,3 +110,32 @@ def test_triton_dies_with_its_parent(tmp_path: Path) -> None:
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     assert _wait_gone(triton_pid), "tritonserver outlived its killed parent"
+
+
+def test_killed_server_takes_its_stubs_and_their_shared_memory(tmp_path: Path) -> None:
+    """Triton SIGKILLed: nobody shuts its backend stubs down, so stop() must."""
+    write_recommender(tmp_path, "orphans", seed=5)
+    server = EmbeddedTriton(tmp_path, **_ports(), load_models=["orphans"]).start()
+    try:
+        assert server._process is not None and server._process.pid is not None
+        leader = server._process.pid
+        stubs = [pid for pid in processes_in_group(leader) if pid != leader]
+        assert stubs, "the model runs in a Python backend stub"
+        regions = [
+            Path("/dev/shm") / Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[2].decode()
+            for pid in stubs
+        ]
+        assert all(region.exists() for region in regions)
+        os.kill(leader, signal.SIGKILL)
+        process = server._process
+        # Not _wait_gone: its main thread turns zombie before the other threads are
+        # gone, and only then does the kernel report the exit.
+        deadline = time.monotonic() + 15
+        while process.exit_code() is None:
+            assert time.monotonic() < deadline, "tritonserver did not exit after SIGKILL"
+            time.sleep(0.05)
+        assert process.exit_code() == -signal.SIGKILL
+    finally:
+        server.stop()
+    assert not any(_alive(pid) for pid in stubs)
+    assert not any(region.exists() for region in regions), "stub shared memory leaked"
