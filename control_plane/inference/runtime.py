@@ -1,12 +1,19 @@
 """Per-model runtime data read once from the manifest: Triton name, tensors, id maps.
 
-Registered models are immutable, so an entry never goes stale; the cache is only
-bounded to keep memory flat when many models are registered.
+Registered models are immutable (ids are never reused), so an entry's content never
+goes stale, but its model can leave the registry. `model_deleted` drops the entry on
+every replica; a hit older than `ttl_s` asks SQL again whether the model still
+exists (one lookup by id; the manifest is not read again), so a lost event costs at
+most the TTL; while the event listener is not subscribed, every hit asks SQL. The
+cache is bounded to keep memory flat when many models are registered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +24,9 @@ import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import BadRequestError, ModelLoadError, ModelNotFoundError
+from control_plane.core.request_id import current_request_id
 from control_plane.db.models import Model
+from control_plane.events.schemas import ModelDeleted
 from exporters.manifest import (
     RECOMMENDER_INPUT,
     RECOMMENDER_ITEMS,
@@ -25,6 +34,8 @@ from exporters.manifest import (
     Manifest,
     load_manifest,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,15 +106,28 @@ def _tabular(model: Model, manifest: Manifest) -> TabularRuntime:
 
 
 R = TypeVar("R", RecommenderRuntime, TabularRuntime)
+Runtime = RecommenderRuntime | TabularRuntime
+
+DEFAULT_TTL_S = 5.0
 
 
 class RuntimeCache:
-    def __init__(self, repository: Path, max_entries: int = 256) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        max_entries: int = 256,
+        ttl_s: float = DEFAULT_TTL_S,
+        events_current: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.repository = repository
         self._max = max_entries
-        self._entries: OrderedDict[tuple[str, int], RecommenderRuntime | TabularRuntime] = (
-            OrderedDict()
-        )
+        self._ttl = ttl_s
+        self._events_current = events_current
+        # (kind, model id) -> (runtime, monotonic time SQL last said the model exists)
+        self._entries: OrderedDict[tuple[str, int], tuple[Runtime, float]] = OrderedDict()
+        # Bumped by every invalidation: a lookup that overlapped one may have read a
+        # model just deleted, so its answer is used once but not cached.
+        self._generation = 0
 
     async def recommender(
         self, sessionmaker: async_sessionmaker[AsyncSession], model_id: int
@@ -122,26 +146,64 @@ class RuntimeCache:
         kind: type[R],
         build: Callable[[Model, Manifest], R],
     ) -> R:
-        """A cache hit touches no database; a miss opens its own short session."""
+        """A fresh hit touches no database; otherwise one short session asks SQL."""
         key = (kind.__name__, model_id)
-        runtime = self._entries.get(key)
-        if isinstance(runtime, kind):
-            self._entries.move_to_end(key)
-            return runtime
+        trusted = self._events_current()
+        entry = self._entries.get(key)
+        cached: R | None = None
+        if entry is not None and isinstance(entry[0], kind):
+            cached, verified_at = entry[0], entry[1]
+            if trusted and time.monotonic() - verified_at < self._ttl:
+                self._entries.move_to_end(key)
+                return cached
+        generation = self._generation
         async with sessionmaker() as session:
             model = await session.get(Model, model_id)
         if model is None:
+            self.forget(model_id)
             raise ModelNotFoundError(f"model {model_id} not found", model_id=model_id)
-        built = build(model, await asyncio.to_thread(self._manifest, model))
-        self._entries[key] = built
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+        # Content is immutable: a verified entry is reused, its manifest never read again.
+        built = cached if cached is not None else await self._build(model, build)
+        if generation == self._generation:
+            # Verified only while events can reach us; else every hit asks SQL again.
+            self._entries[key] = (built, time.monotonic() if trusted else -math.inf)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
         return built
+
+    async def _build(self, model: Model, build: Callable[[Model, Manifest], R]) -> R:
+        return build(model, await asyncio.to_thread(self._manifest, model))
+
+    def forget(self, model_id: int) -> None:
+        self._generation += 1
+        for key in [key for key in self._entries if key[1] == model_id]:
+            del self._entries[key]
+
+    def invalidate(self) -> None:
+        """After missing events (a resubscription): every entry asks SQL on its next hit."""
+        self._generation += 1
+        for key, (runtime, _) in list(self._entries.items()):
+            self._entries[key] = (runtime, -math.inf)
+
+    async def on_model_deleted(self, event: ModelDeleted) -> None:
+        self.forget(event.model_id)
 
     def _manifest(self, model: Model) -> Manifest:
         try:
             return load_manifest(self.repository, model.triton_name)
         except (OSError, pydantic.ValidationError) as exc:
+            # The path is in `exc`: it goes to the log, the response names the model only.
+            reason = (
+                "is missing" if isinstance(exc, FileNotFoundError)
+                else "is invalid" if isinstance(exc, pydantic.ValidationError)
+                else "is unreadable"
+            )  # fmt: skip
+            logger.warning(
+                "manifest of model %s (%s) %s: %s [request %s]",
+                model.id, model.triton_name, reason, exc, current_request_id(),
+            )  # fmt: skip
             raise ModelLoadError(
-                f"manifest of model {model.id} could not be read: {exc}", model_id=model.id
+                f"manifest of model {model.id} {reason} in the model repository",
+                model_id=model.id,
             ) from exc

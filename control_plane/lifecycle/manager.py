@@ -22,14 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core import metrics
 from control_plane.core.errors import (
+    ConchError,
     ConflictError,
     ModelLoadError,
+    ModelNotFoundError,
     ServiceUnavailableError,
     TritonError,
     TritonTimeoutError,
     TritonUnavailableError,
 )
 from control_plane.lifecycle.queue import LoadQueue
+from control_plane.lifecycle.registered import RegistrationGuard
 from control_plane.lifecycle.status import LoadState, ModelStatus
 from control_plane.lifecycle.warmup import warm
 from control_plane.registry.service import record_load_error
@@ -70,6 +73,11 @@ class ModelLifecycle:
         self._queue = LoadQueue()
         self._evict_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        # SQL decides what may be loaded; names heard to be deleted are refused at once.
+        self.registration = RegistrationGuard(sessionmaker)
+        # Bad entries of the model repository (name -> reason), from the last scan:
+        # never handed to Triton, whose reason for them says nothing useful.
+        self.bad_entries: dict[str, str] = {}
         triton.loader = self.ensure
         triton.on_not_loaded = self.forget
 
@@ -85,14 +93,26 @@ class ModelLifecycle:
     def loaded(self) -> list[str]:
         return sorted(n for n, s in self.statuses.items() if s.state is LoadState.ready)
 
+    def repository_problems(self) -> dict[str, str]:
+        """Bad repository entries and models Triton refused to load here: name -> reason."""
+        refused = {
+            name: status.load_error
+            for name, status in self.statuses.items()
+            if status.state is LoadState.failed and status.load_error
+        }
+        return dict(sorted({**refused, **self.bad_entries}.items()))
+
     # --- the request path -------------------------------------------------------------
 
     async def ensure(self, name: str) -> None:
         """Called before every inference: ready models return at once."""
         status = self.statuses.get(name)
-        if status is not None and status.state is LoadState.ready:
+        deleted = self.registration.is_deleted(name)
+        if status is not None and status.state is LoadState.ready and not deleted:
             status.touch()
             return
+        if deleted:  # 404 even while Triton still has it, unless registered again since
+            await self.registration.check(name)
         status = self.status(name)
         status.touch()  # a cold model being asked for is the most recently used
         metrics.increment("lifecycle.on_demand_loads")
@@ -142,6 +162,14 @@ class ModelLifecycle:
         """Triton's load of a loaded model swaps in place: the old copy serves meanwhile."""
         status = self.status(name)
         async with self._lock(name):
+            await self.registration.check(name)
+            reason = self.bad_entries.get(name)
+            if reason is not None:  # the load would fail, and take the serving copy with it
+                raise ConflictError(
+                    f"model {name!r} cannot be reloaded: its repository entry is bad ({reason})",
+                    triton_name=name,
+                    repository_error=reason,
+                )
             try:
                 await self.triton.load(name, self.load_timeout_s)
                 await self._warm(name)
@@ -193,9 +221,15 @@ class ModelLifecycle:
         async with self._lock(name):  # never overlaps an unload of the same model
             if status.state is LoadState.ready:
                 return
+            try:
+                await self.registration.check(name)
+            except ModelNotFoundError:
+                self.statuses.pop(name, None)  # nothing to remember of an unregistered name
+                raise
             status.state = LoadState.loading
             started = time.monotonic()
             try:
+                self._refuse_bad_entry(name)
                 await self.triton.load(name, self.load_timeout_s)
                 await self._warm(name)
             except (TritonUnavailableError, TritonTimeoutError) as exc:
@@ -220,6 +254,14 @@ class ModelLifecycle:
         logger.info("loaded and warmed %s in %.2fs", name, elapsed)
         await self._record_error(name, None)
         self._spawn(self.evict())
+
+    def _refuse_bad_entry(self, name: str) -> None:
+        reason = self.bad_entries.get(name)
+        if reason is not None:
+            raise ModelLoadError(
+                f"model {name!r} could not be loaded: its repository entry is bad ({reason})",
+                triton_name=name,
+            )
 
     async def _warm(self, name: str) -> None:
         await warm(self.triton, self.repository, name)
@@ -251,15 +293,38 @@ class ModelLifecycle:
         metrics.increment("lifecycle.unloads")
         logger.info("unloaded %s", name)
 
-    def unload_in_background(self, name: str) -> None:
-        if name in self.statuses and self.statuses[name].state is LoadState.ready:
-            self._spawn(self._unload_logged(name))
+    # --- models that left the registry ------------------------------------------------
 
-    async def _unload_logged(self, name: str) -> None:
+    def retire_in_background(self, name: str) -> None:
+        """`model_deleted`: refused from now on (requests get 404), unloaded soon after."""
+        self.registration.mark_deleted(name)
+        self._spawn(self._retire_logged(name))
+
+    async def retire(self, name: str) -> bool:
+        """Unload and forget a model SQL no longer registers; False if it is registered."""
+        async with self._lock(name):  # after a load in progress, never during one
+            try:
+                await self.registration.check(name)
+            except ModelNotFoundError:
+                pass
+            else:
+                return False
+            status = self.statuses.get(name)
+            if status is not None:
+                status.state = LoadState.unloading
+            try:
+                await self.triton.unload(name)  # a no-op for Triton when not loaded
+            finally:
+                self.statuses.pop(name, None)
+        metrics.increment("lifecycle.retired")
+        logger.info("unloaded %s: it left the registry", name)
+        return True
+
+    async def _retire_logged(self, name: str) -> None:
         try:
-            await self.unload(name)
-        except TritonError as exc:
-            logger.warning("could not unload %s: %s", name, exc.message)
+            await self.retire(name)
+        except ConchError as exc:  # Triton or SQL unreachable: the next pass retries
+            logger.warning("could not unload deleted model %s: %s", name, exc.message)
 
     async def evict(self) -> list[str]:
         """Unload least-recently-used unpinned models beyond `max_loaded`; never one in use."""

@@ -2,9 +2,12 @@
 
 The desired set is every model in an active slot (pinned), models registered
 since the last pass (what a lost `model_trained` would have loaded) and models
-used recently. A pass runs at start, after every (re)subscription to Redis (events
-sent while disconnected are lost), on `slot_changed`, and every `interval_s`, so a
-lost event delays convergence by at most one period.
+used recently. Every pass unloads models that left the registry, whoever loaded
+them back, and scans the model repository: bad entries are reported and skipped,
+never a failed pass. A pass runs at start, after every (re)subscription to Redis
+(events sent while disconnected are lost), on `slot_changed`, when Triton is
+reachable again after an outage (a restarted Triton is empty), and every
+`interval_s`, so a lost event delays convergence by at most one period.
 """
 
 from __future__ import annotations
@@ -21,15 +24,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core import metrics
-from control_plane.core.errors import TritonError
+from control_plane.core.errors import ConchError, TritonError
 from control_plane.core.tasks import cancel_and_wait
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import EventBus
 from control_plane.events.schemas import ModelDeleted, ModelTrained, SlotChanged
 from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.repository import RepositoryScanner
 from control_plane.lifecycle.status import LoadState
 
 logger = logging.getLogger(__name__)
+
+# Triton's states of a model that holds (or is about to hold) a backend.
+_IN_TRITON = ("READY", "LOADING", "UNLOADING")
+
+# How often Triton's liveness is checked: a restart is noticed within about this.
+TRITON_WATCH_S = 1.0
 
 
 async def pinned_models(session: AsyncSession) -> set[str]:
@@ -85,8 +95,10 @@ class Reconciler:
         # Registered names as of the last pass (None before the first): names that
         # appear later are new models whose model_trained this replica may have missed.
         self._registered: set[str] | None = None
+        self._scanner = RepositoryScanner(lifecycle.repository)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     def attach(self, events: EventBus) -> None:
         events.on("model_trained", self.on_model_trained)
@@ -102,12 +114,13 @@ class Reconciler:
         metrics.increment("lifecycle.events.model_trained")
         if self._registered is not None:
             self._registered.add(event.triton_name)  # handled here: not "fresh" later
+        self.lifecycle.registration.registered([event.triton_name])  # (again, maybe)
         self.lifecycle.status(event.triton_name).touch()  # new: most recently wanted
         self.lifecycle.load_in_background(event.triton_name, retry_failed=True)
 
     async def on_model_deleted(self, event: ModelDeleted) -> None:
         metrics.increment("lifecycle.events.model_deleted")
-        self.lifecycle.unload_in_background(event.triton_name)
+        self.lifecycle.retire_in_background(event.triton_name)
 
     async def on_slot_changed(self, event: SlotChanged) -> None:
         metrics.increment("lifecycle.events.slot_changed")
@@ -116,10 +129,28 @@ class Reconciler:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="conch-reconciler")
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watch_triton(), name="conch-triton-watch")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        watch, self._watch = self._watch, None
+        await cancel_and_wait(watch)
         await cancel_and_wait(task)
+
+    async def _watch_triton(self) -> None:
+        """A pass as soon as Triton answers again after an outage: it came back empty
+        (restarted), and the next period would leave the pinned models unloaded, and
+        this replica unready, for up to `interval_s`. The pass refreshes what the
+        lifecycle believes is loaded from Triton's own index (adopt)."""
+        live = True
+        while True:
+            await asyncio.sleep(TRITON_WATCH_S)
+            was_live, live = live, await self.lifecycle.triton.is_live()
+            if live and not was_live:
+                metrics.increment("lifecycle.triton_returns")
+                logger.warning("Triton is reachable again: reconciling now")
+                self.wake()
 
     async def _run(self) -> None:
         while True:
@@ -146,7 +177,12 @@ class Reconciler:
         registered = {name: model_id for model_id, name in rows}
         lifecycle = self.lifecycle
         lifecycle.pinned = frozenset(pinned)
-        index = await lifecycle.triton.repository_index()
+        lifecycle.bad_entries = await asyncio.to_thread(self._scanner.scan)
+        lifecycle.registration.registered(registered)
+        for name in (known or set()) - registered.keys():  # deleted, heard of or not
+            lifecycle.registration.mark_deleted(name)
+        gone = (lifecycle.registration.deleted() | set(lifecycle.statuses)) - registered.keys()
+        index = await lifecycle.triton.repository_index([*registered, *gone])
         adopt(lifecycle, index, registered)
 
         fresh = set() if known is None else registered.keys() - known
@@ -156,14 +192,20 @@ class Reconciler:
         recent = recently_used(lifecycle, window_s=max(10 * self.interval_s, 300.0))
         for name in pinned | fresh | recent:
             lifecycle.load_in_background(name)
-        for name in (known or set()) - registered.keys():  # deleted from the registry
-            if lifecycle.status(name).state is LoadState.ready:
-                await lifecycle.unload(name)
+        for name in sorted(gone):  # on every pass: whoever loaded it, it stays unloaded
+            if name in lifecycle.statuses or index.get(name, {}).get("state") in _IN_TRITON:
+                await self._retire(name)
         self._registered = set(registered)
         await lifecycle.evict()
         self.passes += 1
         self.last_pass_at = time.time()
         metrics.increment("lifecycle.reconciles")
+
+    async def _retire(self, name: str) -> None:
+        try:
+            await self.lifecycle.retire(name)
+        except ConchError as exc:  # one model Triton will not unload must not stop the pass
+            logger.warning("could not unload %s, which is not registered: %s", name, exc.message)
 
     def snapshot(self) -> dict[str, Any]:
         return {

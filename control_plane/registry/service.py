@@ -14,31 +14,60 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import ConflictError, ModelNotFoundError, ValidationError
+from control_plane.core.request_id import current_request_id
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import publish_after_commit
 from control_plane.events.schemas import ModelDeleted, ModelTrained
-from exporters.manifest import Manifest, content_digest, manifest_path, verify_files
+from exporters.manifest import (
+    Manifest,
+    ManifestFileOutsideModelError,
+    content_digest,
+    manifest_path,
+    verify_files,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def _read_manifest(repository: Path, triton_name: str) -> tuple[Manifest, str]:
-    path = manifest_path(repository, triton_name)
+    # Paths go to the log (with the request id to find them by), never into a response.
     try:
+        path = manifest_path(repository, triton_name)
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        logger.warning(
+            "register %r: no manifest (%s) [request %s]", triton_name, exc, current_request_id()
+        )
         raise ModelNotFoundError(
-            f"no manifest for {triton_name!r} in the model repository", path=str(path)
+            f"no manifest for {triton_name!r} in the model repository", triton_name=triton_name
+        ) from None
+    except OSError as exc:
+        logger.warning(
+            "register %r: manifest unreadable (%s) [request %s]",
+            triton_name, exc, current_request_id(),
+        )  # fmt: skip
+        raise ValidationError(
+            f"the manifest of {triton_name!r} could not be read", triton_name=triton_name
         ) from None
     try:
         manifest = Manifest.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        raise ValidationError(f"manifest of {triton_name!r} is invalid: {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'manifest'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        )
+        raise ValidationError(f"manifest of {triton_name!r} is invalid: {problems}") from None
     if manifest.triton_name != triton_name:
         raise ValidationError(
             "manifest names another model", expected=triton_name, found=manifest.triton_name
         )
-    bad = verify_files(repository, manifest)
+    try:
+        bad = verify_files(repository, manifest)
+    except ManifestFileOutsideModelError as exc:
+        raise ValidationError(
+            f"manifest of {triton_name!r} lists files outside the model's directory",
+            files=exc.files,
+        ) from None
     if bad:
         raise ValidationError(
             f"files of {triton_name!r} do not match their manifest hashes", files=bad
@@ -115,10 +144,22 @@ async def record_load_error(
         logger.warning("could not record the load state of %s: %s", triton_name, exc)
 
 
+async def is_registered(sessionmaker: async_sessionmaker[AsyncSession], triton_name: str) -> bool:
+    """Whether SQL registers a model under this Triton name (its own short session)."""
+    async with sessionmaker() as session:
+        found = await session.scalar(select(Model.id).where(Model.triton_name == triton_name))
+    return found is not None
+
+
 def disk_details(repository: Path, triton_name: str) -> dict[str, Any]:
     """Inputs/outputs from the manifest and bytes on disk (blocking: run in a thread)."""
     root = repository / triton_name
-    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.is_dir() else None
+    size: int | None = None
+    try:
+        if root.is_dir():
+            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    except OSError:  # unreadable, a broken link inside: the repository report says which
+        size = None
     try:
         manifest = Manifest.model_validate_json(manifest_path(repository, triton_name).read_bytes())
     except (OSError, pydantic.ValidationError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,45 +28,19 @@ from tritonclient.utils import InferenceServerException
 
 from control_plane.core.errors import (
     ModelLoadError,
-    TritonError,
     TritonTimeoutError,
     TritonUnavailableError,
 )
 from control_plane.triton.coalesce import RowCoalescer
+from control_plane.triton.errors import is_not_loaded, load_error, short_reason, triton_error
 from control_plane.triton.http_infer import TritonHttpInference, datatype
 
 # A model that failed to load is not retried for this long: each attempt can take
 # seconds of Triton's time, and a broken model would otherwise be reloaded per request.
 LOAD_FAILURE_BACKOFF_S = 30.0
 
-# Triton's words for "that model is not (or no longer) loaded here".
-_NOT_LOADED_HINTS = ("unknown model", "is not found", "not ready", "unavailable model")
-
-
-def triton_error(exc: InferenceServerException, action: str) -> TritonError:
-    status = str(exc.status() or "")
-    reason = exc.message() or str(exc)
-    message = f"Triton {action} failed: {reason}"
-    if "UNAVAILABLE" in status:
-        return TritonUnavailableError(message, triton_status=status)
-    if "DEADLINE_EXCEEDED" in status:
-        return TritonTimeoutError(message, triton_status=status)
-    return TritonError(message, triton_status=status)
-
-
-def _load_error(exc: InferenceServerException, name: str) -> TritonError | ModelLoadError:
-    """Triton down or too slow (503/504), or the model itself refused to load (500)."""
-    status = str(exc.status() or "")
-    if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
-        return triton_error(exc, "model load")
-    message = f"model {name!r} could not be loaded: {exc.message() or exc}"
-    return ModelLoadError(message, triton_name=name)
-
-
-def _is_not_loaded(exc: InferenceServerException) -> bool:
-    text = (exc.message() or str(exc)).lower()
-    return any(hint in text for hint in _NOT_LOADED_HINTS)
-
+# Readiness probes in flight at once when the repository index cannot be read.
+_PROBE_CONCURRENCY = 16
 
 # Triton's unload returns before the model is gone: poll the index this often.
 _UNLOAD_POLL_S = 0.05
@@ -117,25 +91,52 @@ class TritonGateway:
         self._ready = set(names)
         return names
 
-    async def repository_index(self) -> dict[str, dict[str, str]]:
-        """name -> {"state", "reason"} for every model in the repository."""
+    async def repository_index(self, names: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+        """name -> {"state", "reason"} for every model in the repository.
+
+        One bad entry makes Triton refuse the whole index (a broken symlink fails its
+        stat). Then the answer covers `names` and the models loaded through this
+        gateway, each from its own readiness: one bad entry must not blind the rest.
+        """
         try:
             index = await self.client.get_model_repository_index(
                 as_json=True, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
-            raise triton_error(exc, "repository index") from exc
+            error = triton_error(exc, "repository index")
+            if isinstance(error, TritonUnavailableError | TritonTimeoutError):
+                raise error from exc
+            return await self._readiness({*names, *self._ready})
         return {
-            m["name"]: {"state": m.get("state", "UNAVAILABLE"), "reason": m.get("reason", "")}
+            m["name"]: {
+                "state": m.get("state", "UNAVAILABLE"),
+                "reason": short_reason(m.get("reason", "")),
+            }
             for m in index.get("models", [])
         }
+
+    async def _readiness(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
+        probes = asyncio.Semaphore(_PROBE_CONCURRENCY)
+
+        async def probe(name: str) -> tuple[str, dict[str, str]]:
+            async with probes:
+                try:
+                    ready = await self.client.is_model_ready(name, client_timeout=self.timeout_s)
+                except InferenceServerException as exc:
+                    error = triton_error(exc, "model readiness")
+                    if isinstance(error, TritonUnavailableError | TritonTimeoutError):
+                        raise error from exc
+                    ready = False
+            return name, {"state": "READY" if ready else "UNAVAILABLE", "reason": ""}
+
+        return dict(await asyncio.gather(*(probe(name) for name in sorted(names))))
 
     async def load(self, name: str, timeout_s: float | None = None) -> None:
         """Triton's explicit load over gRPC, with a deadline; Triton's reason on failure."""
         try:
             await self.client.load_model(name, client_timeout=timeout_s or self.load_timeout_s)
         except InferenceServerException as exc:
-            raise _load_error(exc, name) from exc
+            raise load_error(exc, name) from exc
         self._ready.add(name)
 
     async def unload(self, name: str, wait_s: float = 30.0) -> None:
@@ -147,7 +148,7 @@ class TritonGateway:
             raise triton_error(exc, "model unload") from exc
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            state = (await self.repository_index()).get(name, {}).get("state")
+            state = (await self.repository_index([name])).get(name, {}).get("state")
             if state not in ("READY", "UNLOADING", "LOADING"):
                 return
             await asyncio.sleep(_UNLOAD_POLL_S)
@@ -193,7 +194,7 @@ class TritonGateway:
                 if not await self.client.is_model_ready(name, client_timeout=self.timeout_s):
                     await self.client.load_model(name, client_timeout=self.load_timeout_s)
             except InferenceServerException as exc:
-                error = _load_error(exc, name)
+                error = load_error(exc, name)
                 if isinstance(error, ModelLoadError):  # the model's fault: back off
                     retry_at = time.monotonic() + LOAD_FAILURE_BACKOFF_S
                     self._load_failures[name] = (error.message, retry_at)
@@ -211,7 +212,7 @@ class TritonGateway:
         try:
             return await self._infer_counted(name, inputs, outputs)
         except InferenceServerException as exc:
-            if not _is_not_loaded(exc):
+            if not is_not_loaded(exc):
                 raise triton_error(exc, "inference") from exc
         # Unloaded behind our back (another process, a restart): load once more and retry.
         self._ready.discard(name)

@@ -48,6 +48,14 @@ async def test_model_that_cannot_load_is_500_with_tritons_reason(
         headers={"X-API-Key": predict_key},
     )  # answered from the failure cache, without asking Triton to load again
     assert again.status_code == 500 and again.json()["message"] == body["message"]
+    # Deleted, it is no longer this replica's problem: health reports it no more.
+    health = (await client.get("/inference/health")).json()
+    assert "cptest_broken" in health["bad_entries"]
+    deleted = await client.delete(
+        f"/api/v1/models/{registered.json()['id']}", headers={"X-API-Key": admin_key}
+    )
+    assert deleted.status_code == 204
+    assert "cptest_broken" not in (await client.get("/inference/health")).json()["bad_entries"]
 
 
 async def test_tampered_files_are_refused_at_registration(
