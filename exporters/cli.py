@@ -23,6 +23,7 @@ from control_plane.core.paths import default_model_repository
 from control_plane.core.process import ProcessStartError
 from exporters.errors import ExportError
 from exporters.pipeline import ExportResult, ProgressHook, ServingOptions
+from exporters.repository import validate_name
 
 TRUST_WARNING = "Loading a pickle executes code stored in it: export only files you trust."
 
@@ -46,8 +47,24 @@ class TorchFormat(enum.StrEnum):
 
 
 ModelPath = Annotated[Path, typer.Argument(help="The trained model file.", show_default=False)]
+
+
+def _checked_name(name: str) -> str:
+    # Refused before any conversion starts, with the same rule the registry applies.
+    try:
+        return validate_name(name)
+    except ExportError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 NameOpt = Annotated[
-    str, typer.Option("--name", help="Model name; the Triton name adds a content hash.")
+    str,
+    typer.Option(
+        "--name",
+        callback=_checked_name,
+        help="Model name (letters, digits, '_', '-', single dots); the Triton name adds "
+        "a content hash.",
+    ),
 ]
 RepositoryOpt = Annotated[
     Path | None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +21,10 @@ from pydantic import ValidationError
 from exporters.errors import ExportError
 from exporters.manifest import (
     MANIFEST_FILENAME,
+    InvalidModelNameError,
     Manifest,
+    ManifestFileOutsideModelError,
+    check_model_name,
     load_manifest,
     sha256_file,
     verify_files,
@@ -30,16 +32,16 @@ from exporters.manifest import (
 
 MODEL_VERSION = "1"
 STAGING_PREFIX = ".conch-staging-"
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# The Triton name adds "-" and 10 hex digits of content hash; the registry allows 200.
+MAX_EXPORT_NAME_LENGTH = 100
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_PATTERN.match(name):
-        raise ExportError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 100, not starting with a dot)"
-        )
-    return name
+    """The registry's rule (exporters/manifest.py), so every export can be registered."""
+    try:
+        return check_model_name(name, max_length=MAX_EXPORT_NAME_LENGTH)
+    except InvalidModelNameError as exc:
+        raise ExportError(f"{exc} (got {name[:120]!r})") from None
 
 
 def triton_name_for(name: str, model_bytes: bytes) -> str:
@@ -61,7 +63,13 @@ def find_published(repository: Path, triton_name: str) -> Manifest | None:
             f"{repository / triton_name} exists but its manifest is unreadable ({exc}); "
             "refusing to overwrite it"
         ) from exc
-    bad = verify_files(repository, manifest)
+    try:
+        bad = verify_files(repository, manifest)
+    except ManifestFileOutsideModelError as exc:
+        raise ExportError(
+            f"{repository / triton_name} exists but its manifest lists {exc}; "
+            "refusing to overwrite it"
+        ) from exc
     if bad:
         raise ExportError(
             f"{repository / triton_name} exists but {', '.join(bad)} no longer match its "

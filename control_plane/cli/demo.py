@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from control_plane.cli.config import cli_settings
 from control_plane.cli.serve import Host, Port, Repository, Workers, console, run_stack
 from control_plane.core.paths import default_model_repository, state_dir
 from control_plane.core.settings import Settings
@@ -38,6 +39,7 @@ def demo(
 
     The demo models are built on the first run only; the demo project gets two
     A/B recommender slots and fresh predict and admin keys on every run."""
+    cli_settings(host=host)  # a refused SECRET_KEY fails now, not after building the models
     repository = repository.resolve()
     repository.mkdir(parents=True, exist_ok=True)
     try:

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from control_plane.cli.api_client import ApiKeyOption, UrlOption, call, console
-from control_plane.core.settings import get_settings
+from control_plane.cli.config import cli_settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -32,7 +32,7 @@ def db_upgrade() -> None:
     """Apply Alembic migrations to DATABASE_URL (idempotent)."""
     from control_plane.db import upgrade
 
-    upgrade(get_settings().database_url)
+    upgrade(cli_settings().database_url)
     console.print("database schema is up to date")
 
 
@@ -53,7 +53,7 @@ def keys_create(
 
     token = asyncio.run(
         create_key_in_database(
-            get_settings(),
+            cli_settings(),
             scopes=scope,
             project_id=project,
             name=name,

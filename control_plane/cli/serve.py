@@ -1,16 +1,20 @@
-"""`conch serve`: the embedded stack plus the control plane, until Ctrl-C."""
+"""`conch serve`: the embedded stack plus the control plane, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
 
+from control_plane.cli.config import cli_settings
 from control_plane.core.paths import default_model_repository
 from control_plane.core.process import ProcessStartError
 from control_plane.core.stack import EmbeddedStack, StackConfig
@@ -37,7 +41,14 @@ Port = Annotated[
     int | None,
     typer.Option("--port", help="Control-plane port [default: INFERENCE_PORT or 8081]."),
 ]
-Host = Annotated[str, typer.Option("--host", help="Address every server listens on.")]
+Host = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="CONCH_HOST",
+        help="Address every server listens on; beyond loopback SECRET_KEY must be set.",
+    ),
+]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Control-plane worker processes.")]
 
 
@@ -56,10 +67,11 @@ def serve(
     grpc_port: Annotated[int, typer.Option(help="Embedded Triton gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Embedded Triton metrics port.")] = 8002,
 ) -> None:
-    """Serve Triton, Redis and the control plane until Ctrl-C stops all of them.
+    """Serve Triton, Redis and the control plane until Ctrl-C (or SIGTERM) stops them all.
 
     Triton is embedded unless --triton-url names one; Redis is embedded unless
-    REDIS_URL is set; SQL is SQLite unless DATABASE_URL is set."""
+    REDIS_URL is set; SQL is SQLite unless DATABASE_URL is set. An embedded Triton
+    or Redis that dies is restarted on the same ports, with backoff."""
     config = StackConfig(
         model_repository=repository.resolve(),
         triton_url=triton_url,
@@ -80,9 +92,26 @@ def run_stack(
     workers: int,
     before_serve: Callable[[EmbeddedStack, int], None] | None = None,
 ) -> None:
-    """Start the stack, run `before_serve` (e.g. seed the demo), serve, tear everything down."""
+    """Start the stack, run `before_serve` (e.g. seed the demo), serve, tear everything down.
+
+    SIGTERM and Ctrl-C end it the same way, whenever they come: the control plane
+    drains (uvicorn), then Triton and Redis stop, and the command exits with 0."""
     port = port or int(os.environ.get("INFERENCE_PORT", "8081"))
+    cli_settings(host=config.host)  # refuse before starting anything, not in every worker
     config.model_repository.mkdir(parents=True, exist_ok=True)
+    with _signals_stop_the_stack():
+        try:
+            _serve_stack(config, port, workers, before_serve)
+        except _StopRequested as stop:
+            console.print(f"stopped ({stop})")
+
+
+def _serve_stack(
+    config: StackConfig,
+    port: int,
+    workers: int,
+    before_serve: Callable[[EmbeddedStack, int], None] | None,
+) -> None:
     try:
         with console.status("starting Redis and Triton..."):
             stack = EmbeddedStack(config).start()
@@ -105,8 +134,33 @@ def run_stack(
             log_level="info",
         )
     finally:
+        # A second SIGTERM must not cut the shutdown short (a second Ctrl-C may).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         console.print("stopping Triton and Redis...")
         stack.stop()
+
+
+class _StopRequested(BaseException):
+    """SIGTERM or SIGINT, raised wherever the main thread is, like KeyboardInterrupt."""
+
+
+def _raise_stop(signum: int, _: FrameType | None) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_stop_the_stack() -> Iterator[None]:
+    # While uvicorn serves, its own handlers drain the requests first; then it raises
+    # the signal again, which lands here. Before, SIGTERM's default action killed the
+    # process at that point, before Triton and Redis were stopped.
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _export_environment(stack: EmbeddedStack, config: StackConfig) -> None:
@@ -116,6 +170,7 @@ def _export_environment(stack: EmbeddedStack, config: StackConfig) -> None:
     if stack.triton_http_url:  # else predictions go over gRPC too
         os.environ["CONCH_TRITON_HTTP_URL"] = stack.triton_http_url
     os.environ["CONCH_MODEL_REPOSITORY"] = str(config.model_repository)
+    os.environ["CONCH_HOST"] = config.host  # where the development key is acceptable
 
 
 def _print_urls(stack: EmbeddedStack, host: str, port: int) -> None:

@@ -12,12 +12,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+import pydantic
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from control_plane.core import secret_rules
 from control_plane.core.paths import default_model_repository, state_dir
 
-# Only accepted in development mode; any other environment refuses to start with it.
+# Public (it is in this repository): accepted only with CONCH_ENVIRONMENT=development on
+# a loopback CONCH_HOST; everywhere else Settings refuses to be built with it.
 DEVELOPMENT_SECRET_KEY = "conch-development-secret-do-not-use-in-production"
 
 
@@ -25,6 +28,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONCH_", extra="ignore", populate_by_name=True)
 
     environment: Literal["development", "test", "production"] = "development"
+    # The address the control plane listens on (`conch serve --host` sets it; set it
+    # yourself when running uvicorn directly): decides whether the development key may
+    # be used.
+    host: str = "127.0.0.1"
 
     # --- seed 000 variables (unprefixed) ---
     inference_port: int = Field(8081, validation_alias=AliasChoices("INFERENCE_PORT"))
@@ -60,6 +67,8 @@ class Settings(BaseSettings):
     model_repository: Path = Field(default_factory=default_model_repository)
 
     # --- behaviour ---
+    # Larger request bodies answer 413; they are read only after the key is checked.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     rate_limit_enabled: bool = True
     # Serve the prediction endpoints through the lean ASGI handler (inference/lane.py)
     # instead of FastAPI's routing; off, FastAPI serves them with identical results.
@@ -84,15 +93,31 @@ class Settings(BaseSettings):
     def _async_driver(cls, value: str) -> str:
         return async_database_url(value)
 
+    @field_validator("secret_key")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: SecretStr) -> SecretStr:
+        # `SECRET_KEY=` in an env file means "not set", never "an empty HMAC key".
+        return value if value.get_secret_value() else SecretStr(DEVELOPMENT_SECRET_KEY)
+
     @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
+    def _refuse_weak_secret(self) -> Settings:
+        if self.environment == "development" and secret_rules.is_loopback(self.host):
+            return self  # nobody else can reach this server: any key will do
+        where = f"CONCH_ENVIRONMENT={self.environment}, CONCH_HOST={self.host}"
         secret = self.secret_key.get_secret_value()
-        if self.environment == "production" and (
-            not secret or secret == DEVELOPMENT_SECRET_KEY or len(secret) < 32
-        ):
+        if secret == DEVELOPMENT_SECRET_KEY:
             raise ValueError(
-                "SECRET_KEY must be set to a random value of at least 32 characters "
-                "outside development (CONCH_ENVIRONMENT=production)"
+                f"SECRET_KEY is unset ({where}): the built-in development key is accepted "
+                "only with CONCH_ENVIRONMENT=development on a loopback CONCH_HOST; set "
+                f"SECRET_KEY to a random value ({secret_rules.RULE}), e.g. the output of "
+                f"{secret_rules.GENERATE_HINT}"
+            )
+        weakness = secret_rules.weakness(secret)
+        if weakness is not None:
+            raise ValueError(
+                f"SECRET_KEY is too weak ({where}): {weakness}; outside development on "
+                f"loopback it needs {secret_rules.RULE}, e.g. the output of "
+                f"{secret_rules.GENERATE_HINT}"
             )
         return self
 
@@ -147,3 +172,22 @@ def async_database_url(url: str) -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_error_line(exc: pydantic.ValidationError) -> str:
+    """Every problem of a refused Settings on one line, naming the variables to set."""
+    problems = []
+    for error in exc.errors():
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if error["type"] == "value_error" and cause else error["msg"]
+        if error["loc"]:
+            message = f"{_variable(str(error['loc'][0]))}: {message}"
+        problems.append(message)
+    return "invalid settings: " + "; ".join(problems)
+
+
+def _variable(location: str) -> str:
+    # pydantic reports a prefixed field by its name, an aliased one by the alias it read.
+    if location in Settings.model_fields:
+        return f"{Settings.model_config.get('env_prefix', '')}{location}".upper()
+    return location

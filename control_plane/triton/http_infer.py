@@ -15,6 +15,7 @@ parser) reads the responses, chunked or not.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,10 @@ from tritonclient.utils import (
     deserialize_bytes_tensor,
     triton_to_np_dtype,
 )
+
+from control_plane.core.request_id import current_request_id
+
+logger = logging.getLogger(__name__)
 
 Tensors = dict[str, npt.NDArray[np.generic]]
 
@@ -98,8 +103,13 @@ class TritonHttpInference:
                 f"Triton did not answer within {self._timeout:.1f}s", status="DEADLINE_EXCEEDED"
             ) from None
         except OSError as exc:
+            # Where Triton listens is for the operator's log, not for the caller.
+            logger.warning(
+                "Triton HTTP at %s:%s unreachable for model %r: %s [request %s]",
+                self._host, self._port, name, exc, current_request_id(),
+            )  # fmt: skip
             raise InferenceServerException(
-                f"cannot reach Triton at {self._host}:{self._port}: {exc}", status="UNAVAILABLE"
+                "Triton's HTTP endpoint is unreachable", status="UNAVAILABLE"
             ) from exc
         except httptools.HttpParserError as exc:
             raise InferenceServerException(f"unreadable answer from Triton: {exc}") from exc

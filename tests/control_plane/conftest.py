@@ -18,6 +18,7 @@ from control_plane.db import upgrade
 from control_plane.keys.service import create_key
 from control_plane.triton.embedded import EmbeddedTriton
 from tests.control_plane.recommender_model import write_recommender
+from tests.control_plane.secret_key import TEST_SECRET_KEY
 
 # High enough that functional tests never meet the limiter; the rate-limit tests
 # create keys with the default (100/minute) instead.
@@ -43,6 +44,7 @@ def settings(
     upgrade(database_url)
     return Settings(
         environment="test",
+        secret_key=TEST_SECRET_KEY,
         database_url=database_url,
         redis_url=redis_url,
         model_events_redis_url=redis_url,

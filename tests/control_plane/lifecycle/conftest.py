@@ -28,6 +28,7 @@ from control_plane.triton.embedded import EmbeddedTriton
 from exporters.manifest import manifest_path, sha256_file
 from tests.control_plane.recommender_model import write_recommender
 from tests.control_plane.replicas import uvicorn_replica
+from tests.control_plane.secret_key import TEST_SECRET_KEY
 
 RECONCILE_S = 2.0
 MAX_LOADED = 2
@@ -157,6 +158,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         settings = [
             Settings(
                 environment="test",
+                secret_key=TEST_SECRET_KEY,
                 database_url=database_url,
                 redis_url=redis.url,
                 model_events_redis_url=redis.url,
