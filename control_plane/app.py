@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from control_plane.abtest.routes import router as abtest_router
+from control_plane.core.body_limit import BodyLimit
 from control_plane.core.errors import install_error_handlers
 from control_plane.core.metrics_route import router as metrics_router
 from control_plane.core.request_id import RequestIdMiddleware
@@ -73,6 +74,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             await asyncio.to_thread(upgrade, settings.database_url)
         engine = create_engine(settings.database_url)
         redis = _request_redis(settings.redis_url)
+        # First: a REDIS_URL the limiter cannot share limits through refuses to start.
+        limiter = RateLimiter(
+            redis,
+            settings.rate_limit,
+            settings.rate_limit_fallback,
+            namespace=settings.deployment_id,
+        )
         events_redis = _events_redis(settings.events_redis_url)
         secret = settings.secret_key.get_secret_value()
         sessionmaker = create_sessionmaker(engine)
@@ -102,22 +110,19 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
                 secret, settings.key_cache_ttl_s, events_current=events.is_current
             ),
             routing=RoutingCache(events_current=events.is_current),
-            limiter=RateLimiter(
-                redis,
-                settings.rate_limit,
-                settings.rate_limit_fallback,
-                namespace=settings.deployment_id,
-            ),
+            limiter=limiter,
             events=events,
-            runtimes=RuntimeCache(settings.model_repository),
+            runtimes=RuntimeCache(settings.model_repository, events_current=events.is_current),
             lifecycle=lifecycle,
             reconciler=Reconciler(lifecycle, sessionmaker, settings.reconcile_interval_s),
         )
         state.events.on("key_revoked", state.verifier.on_key_revoked)
         state.events.on("slot_changed", state.routing.on_slot_changed)
-        # Events missed while disconnected may hide slot changes too.
+        state.events.on("model_deleted", state.runtimes.on_model_deleted)
+        # Events missed while disconnected may hide slot changes, revocations, deletions.
         state.events.on_subscribe(state.routing.invalidate)
         state.events.on_subscribe(state.verifier.clear)
+        state.events.on_subscribe(state.runtimes.invalidate)
         state.reconciler.attach(state.events)
         state.events.start()
         state.reconciler.start()  # the first pass runs now, not after a whole period
@@ -142,8 +147,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         version="0.1.0",
         lifespan=lifespan,
     )
-    # Added first, so it runs inside the request-id middleware (ids, rate-limit headers).
+    # Added first, so it runs inside the request-id middleware (ids, rate-limit headers)
+    # and inside the body cap.
     app.add_middleware(PredictionLane)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(inference_router)

@@ -15,37 +15,45 @@ from control_plane.abtest.schemas import (
     PromoteRequest,
 )
 from control_plane.core.audit import audit
-from control_plane.core.errors import ConflictError
+from control_plane.core.errors import ConflictError, error_responses
 from control_plane.core.state import SessionDep
-from control_plane.keys.deps import PredictKey, ReadKey, WriteKey, ensure_project_access
+from control_plane.core.types import ProjectIdPath
+from control_plane.keys.access import ensure_project
+from control_plane.keys.deps import GuardedRoute, PredictAnyKey, ReadProjectKey, WriteProjectKey
 from control_plane.slots.repository import get_project
 from control_plane.slots.schemas import SlotRead
 
-router = APIRouter(tags=["a/b testing"])
+router = APIRouter(tags=["a/b testing"], route_class=GuardedRoute)
 
 
 async def _record(
-    events: list[ConversionEventIn], key: PredictKey, session: SessionDep
+    events: list[ConversionEventIn], key: PredictAnyKey, session: SessionDep
 ) -> ConversionEventsAccepted:
     for project_id in {e.project for e in events}:
-        ensure_project_access(key, project_id)
+        ensure_project(key, project_id)
     created = await service.record_events(session, events)
     return ConversionEventsAccepted(
         received=len(events), created=created, duplicates=len(events) - created
     )
 
 
-@router.post("/conversion_event/", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/conversion_event/", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 404)
+)
 async def record_event(
-    body: ConversionEventIn, key: PredictKey, session: SessionDep
+    body: ConversionEventIn, key: PredictAnyKey, session: SessionDep
 ) -> ConversionEventsAccepted:
     return await _record([body], key, session)
 
 
-@router.post("/conversion_event/batch/", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/conversion_event/batch/",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 404),
+)
 async def record_events(
     body: Annotated[list[ConversionEventIn], Body(min_length=1, max_length=MAX_EVENTS_PER_BATCH)],
-    key: PredictKey,
+    key: PredictAnyKey,
     session: SessionDep,
 ) -> ConversionEventsAccepted:
     return await _record(body, key, session)
@@ -53,24 +61,25 @@ async def record_events(
 
 @router.get("/projects/{project_id}/ab_results")
 async def ab_results(
-    project_id: int,
-    key: ReadKey,
+    project_id: ProjectIdPath,
+    _: ReadProjectKey,
     session: SessionDep,
     alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
     min_impressions: Annotated[int, Query(ge=1)] = 100,
 ) -> ABResults:
-    ensure_project_access(key, project_id)
     await get_project(session, project_id)
     return await service.ab_results(
         session, project_id, alpha=alpha, min_impressions=min_impressions
     )
 
 
-@router.post("/projects/{project_id}/promote")
+@router.post("/projects/{project_id}/promote", responses=error_responses(400, 409))
 async def promote(
-    project_id: int, key: WriteKey, session: SessionDep, body: PromoteRequest | None = None
+    project_id: ProjectIdPath,
+    key: WriteProjectKey,
+    session: SessionDep,
+    body: PromoteRequest | None = None,
 ) -> list[SlotRead]:
-    ensure_project_access(key, project_id)
     await get_project(session, project_id)
     slot_id = body.slot_id if body else None
     if slot_id is None:

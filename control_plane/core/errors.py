@@ -7,12 +7,15 @@ Expected conditions are 4xx; Triton failures are 502/503/504; nothing leaks a tr
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -69,12 +72,47 @@ class NoActiveSlotsError(NotFoundError):
     pass
 
 
+class KeyNotFoundError(NotFoundError):
+    pass
+
+
+# One message per kind of resource: an id the caller may not see must read exactly
+# like an id that does not exist (security: no probing for other projects' ids).
+def model_not_found(model_id: int) -> ModelNotFoundError:
+    return ModelNotFoundError(f"model {model_id} not found", model_id=model_id)
+
+
+def project_not_found(project_id: int) -> ProjectNotFoundError:
+    return ProjectNotFoundError(f"project {project_id} not found", project_id=project_id)
+
+
+def slot_not_found(slot_id: int) -> SlotNotFoundError:
+    return SlotNotFoundError(f"deployment slot {slot_id} not found", slot_id=slot_id)
+
+
+def key_not_found(key_id: int) -> KeyNotFoundError:
+    return KeyNotFoundError(f"API key {key_id} not found", key_id=key_id)
+
+
 class ConflictError(ConchError):
     status_code = 409
 
 
 class ValidationError(ConchError):
     status_code = 422
+
+
+class UnsupportedMediaTypeError(ConchError):
+    status_code = 415
+
+
+class PayloadTooLargeError(StarletteHTTPException):
+    """413, raised while the body is read. An HTTPException, not a ConchError: FastAPI
+    turns any other exception from reading the body into a 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
 
 
 class RateLimitExceededError(ConchError):
@@ -85,8 +123,19 @@ class RateLimitExceededError(ConchError):
         self.headers = headers
 
 
+# Every 503 tells the client when to try again (RFC 9110 Retry-After). Without a
+# better estimate: a few seconds, about what an embedded Triton or Redis takes to
+# be restarted by `conch serve`.
+DEFAULT_RETRY_AFTER_S = 5
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
 class ServiceUnavailableError(ConchError):
     status_code = 503
+    headers = retry_after(DEFAULT_RETRY_AFTER_S)
 
 
 class ModelLoadError(ConchError):
@@ -103,10 +152,46 @@ class TritonError(ConchError):
 
 class TritonUnavailableError(TritonError):
     status_code = 503
+    headers = retry_after(DEFAULT_RETRY_AFTER_S)
 
 
 class TritonTimeoutError(TritonError):
     status_code = 504
+
+
+class ErrorBody(BaseModel):
+    """The one error body of the whole API (seed 002), as OpenAPI documents it."""
+
+    error: str = Field(description="Error class, e.g. ModelNotFoundError")
+    message: str
+    details: dict[str, Any] = Field(description="What the error concerns (ids, limits, fields)")
+    timestamp: str = Field(description="ISO 8601, UTC")
+    request_id: str
+
+
+_MEANINGS = {
+    400: "A request the model cannot take (e.g. wrong feature count)",
+    401: "Missing, malformed, unknown, expired or revoked API key",
+    403: "The key lacks the scope, or a project-restricted key asked for a global operation",
+    404: "Not found, or outside the key's project (the two look the same)",
+    409: "Conflicting change",
+    413: "Request body over CONCH_MAX_BODY_BYTES",
+    415: "Request body is not JSON",
+    422: "Request validation failed",
+    429: "Over the key's rate limit (Retry-After, X-RateLimit-*)",
+    500: "The model could not be loaded (Triton's reason in the message)",
+    502: "Triton failed",
+    503: "Triton unreachable or the model still loading (Retry-After)",
+    504: "Triton timed out",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each with the error body."""
+    return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
+
+
+TRITON_ERRORS = (500, 502, 503, 504)
 
 
 def error_response(
@@ -131,6 +216,7 @@ _HTTP_NAMES = {
     403: "PermissionDeniedError",
     404: "NotFoundError",
     405: "MethodNotAllowedError",
+    413: "PayloadTooLargeError",
 }
 
 
@@ -161,10 +247,41 @@ async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
     return validation_error_response(exc.errors())
 
 
-async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
+async def _http_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's answer to a body that is not UTF-8: invalid JSON, like any other.
+        invalid = {"loc": ("body",), "msg": "body is not UTF-8", "type": "json_invalid"}
+        return validation_error_response([invalid])
+    if exc.status_code == 405:
+        # Starlette's Allow names only the first route that matched the path.
+        allow = ", ".join(_methods_by_path(request.app).get(_template(request) or "", ()))
+        exc = StarletteHTTPException(405, exc.detail, headers={"Allow": allow})
+    return http_error_response(exc)
+
+
+def _methods_by_path(app: FastAPI) -> dict[str, tuple[str, ...]]:
+    """Path template -> its methods, from the app's own OpenAPI document (cached)."""
+    cached: dict[str, tuple[str, ...]] | None = getattr(app.state, "methods_by_path", None)
+    if cached is None:
+        paths = app.openapi()["paths"]
+        cached = {path: tuple(sorted(m.upper() for m in ops)) for path, ops in paths.items()}
+        app.state.methods_by_path = cached
+    return cached
+
+
+def _template(request: Request) -> str | None:
+    for template in _methods_by_path(request.app):
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            return template
+    return None
+
+
+def http_error_response(exc: StarletteHTTPException) -> OrjsonResponse:
     name = _HTTP_NAMES.get(exc.status_code, "HTTPError")
-    return error_response(exc.status_code, name, str(exc.detail), headers=exc.headers)
+    details = {"max_bytes": exc.max_bytes} if isinstance(exc, PayloadTooLargeError) else None
+    return error_response(exc.status_code, name, str(exc.detail), details, headers=exc.headers)
 
 
 async def _integrity_error(_: Request, exc: Exception) -> OrjsonResponse:

@@ -11,10 +11,11 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from control_plane.core import metrics
+from control_plane.keys.deps import GuardedRoute, Public
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=GuardedRoute)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Public])
 async def prometheus_metrics() -> PlainTextResponse:
     return PlainTextResponse(metrics.prometheus_text(), media_type="text/plain; version=0.0.4")

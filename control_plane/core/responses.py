@@ -6,6 +6,7 @@ which FastAPI now prefers over a custom response class.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -14,4 +15,9 @@ from starlette.responses import JSONResponse
 
 class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            # orjson stops at 64-bit integers; an error body quoting a caller's
+            # out-of-range number must still render.
+            return json.dumps(content, default=str, separators=(",", ":")).encode()

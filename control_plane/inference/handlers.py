@@ -2,8 +2,9 @@
 
 Both doors call these: the FastAPI routes (which document the endpoints in
 /docs) and the prediction fast lane (`lane.py`), so the two cannot drift apart.
-Each takes an authenticated caller and a validated body and returns the JSON
-payload as plain dicts, rendered by orjson.
+Each takes a caller already authorized for the model or project in the path
+(`keys/access.py`) and a validated body, and returns the JSON payload as plain
+dicts, rendered by orjson.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from control_plane.core.request_id import current_request_id
 from control_plane.core.state import AppState
 from control_plane.inference.schemas import BatchPredictRequest, PredictRequest
 from control_plane.inference.service import recommend, recommend_one
-from control_plane.keys.deps import ensure_model_access, ensure_project_access
 from control_plane.keys.schemas import Principal
 from control_plane.slots.selection import choose_slot
 
@@ -24,7 +24,6 @@ Payload = dict[str, Any]
 async def predict_for_user(
     state: AppState, key: Principal, model_id: int, body: PredictRequest
 ) -> Payload:
-    await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
     items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
     return {"items": items, "model_id": model_id, "request_id": current_request_id()}
@@ -33,7 +32,6 @@ async def predict_for_user(
 async def predict_for_users(
     state: AppState, key: Principal, model_id: int, body: BatchPredictRequest
 ) -> Payload:
-    await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
     lists = await recommend(state.triton, runtime, body.user_ids, body.cutoff)
     request_id = current_request_id()
@@ -45,7 +43,6 @@ async def predict_for_users(
 async def predict_for_project(
     state: AppState, key: Principal, project_id: int, body: PredictRequest
 ) -> Payload:
-    ensure_project_access(key, project_id)
     routes = await state.routing.routes(state.sessionmaker, project_id)
     slot = choose_slot(routes.slots, user_id=body.user_id, sticky=routes.sticky, salt=routes.salt)
     runtime = await state.runtimes.recommender(state.sessionmaker, slot.model_id)

@@ -3,9 +3,10 @@
 Profiling a warm prediction showed FastAPI's routing, body parsing, dependency
 resolution and response handling taking about half of the control plane's CPU
 per request. This middleware answers the prediction paths before FastAPI routes
-them: one regular expression per path, the same pydantic request models
-(validated straight from the bytes), the same key verifier, the same handler
-functions (`handlers.py`, `tabular.predict_for_rows`) and the same error body.
+them: one regular expression per path, the same access policies as the routes
+(`keys/deps.py`, applied before the body is read), the same pydantic request
+models (validated straight from the bytes), the same handler functions
+(`handlers.py`, `tabular.predict_for_rows`) and the same error body.
 Everything else, and every prediction when `CONCH_FAST_LANE=false`, goes to
 FastAPI, whose routes document these endpoints in /docs.
 
@@ -26,7 +27,13 @@ import orjson
 import pydantic
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from control_plane.core.errors import ConchError, conch_error_response, validation_error_response
+from control_plane.core.errors import (
+    ConchError,
+    PayloadTooLargeError,
+    conch_error_response,
+    http_error_response,
+    validation_error_response,
+)
 from control_plane.core.state import AppState
 from control_plane.inference.handlers import (
     Payload,
@@ -36,7 +43,8 @@ from control_plane.inference.handlers import (
 )
 from control_plane.inference.schemas import BatchPredictRequest, PredictRequest
 from control_plane.inference.tabular import TabularPredictRequest, predict_for_rows
-from control_plane.keys.deps import enforce_rate_limit, ensure_scope
+from control_plane.keys.access import Policy
+from control_plane.keys.deps import PREDICT_MODEL, PREDICT_PROJECT, enforce_rate_limit, require_json
 from control_plane.keys.schemas import Principal
 
 Handler = Callable[[AppState, Principal, int, Any], Awaitable[Payload]]
@@ -49,20 +57,32 @@ _ID = r"(\d{1,9})"
 @dataclass(frozen=True)
 class LaneRoute:
     path: re.Pattern[str]
+    policy: Policy
     body: type[pydantic.BaseModel]
     handler: Handler
 
 
 ROUTES = (
-    LaneRoute(re.compile(rf"/inference/predict/{_ID}"), PredictRequest, predict_for_user),
     LaneRoute(
-        re.compile(rf"/inference/predict/{_ID}/batch"), BatchPredictRequest, predict_for_users
+        re.compile(rf"/inference/predict/{_ID}"), PREDICT_MODEL, PredictRequest, predict_for_user
     ),
     LaneRoute(
-        re.compile(rf"/inference/predict/project/{_ID}"), PredictRequest, predict_for_project
+        re.compile(rf"/inference/predict/{_ID}/batch"),
+        PREDICT_MODEL,
+        BatchPredictRequest,
+        predict_for_users,
     ),
     LaneRoute(
-        re.compile(rf"/api/v1/models/{_ID}/predict"), TabularPredictRequest, predict_for_rows
+        re.compile(rf"/inference/predict/project/{_ID}"),
+        PREDICT_PROJECT,
+        PredictRequest,
+        predict_for_project,
+    ),
+    LaneRoute(
+        re.compile(rf"/api/v1/models/{_ID}/predict"),
+        PREDICT_MODEL,
+        TabularPredictRequest,
+        predict_for_rows,
     ),
 )
 
@@ -90,17 +110,19 @@ class PredictionLane:
             await self.app(scope, receive, send)
             return
         route, resource_id = matched
-        body = await _read_body(receive)
-        if body is None:
-            return  # the client went away: nobody to answer
         try:
-            payload = await _serve(state, route, resource_id, scope, body)
+            payload = await _serve(state, route, resource_id, scope, receive)
         except ConchError as exc:
             await conch_error_response(exc)(scope, receive, send)
+            return
+        except PayloadTooLargeError as exc:
+            await http_error_response(exc)(scope, receive, send)
             return
         except pydantic.ValidationError as exc:
             await validation_error_response(exc.errors(), ("body",))(scope, receive, send)
             return
+        if payload is None:
+            return  # the client went away: nobody to answer
         content = orjson.dumps(payload)
         headers = [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -108,22 +130,17 @@ class PredictionLane:
 
 
 async def _serve(
-    state: AppState, route: LaneRoute, resource_id: int, scope: Scope, raw_body: bytes
-) -> Payload:
-    # FastAPI's order: the key, its rate limit, its scope, then the body.
-    principal = await state.verifier.verify(state.sessionmaker, _api_key(scope))
-    if not state.settings.rate_limit_enabled:
-        ensure_scope(principal, "predict")
-        return await route.handler(
-            state, principal, resource_id, route.body.model_validate_json(raw_body)
-        )
-    limit_check = state.limiter.hit(principal.key_id, principal.rate_limit)
+    state: AppState, route: LaneRoute, resource_id: int, scope: Scope, receive: Receive
+) -> Payload | None:
+    # The routes' order: the key, its rate limit, its scope and resource, then the body.
+    headers = _headers(scope)
+    principal, limit_check = await route.policy.admit(state, headers.get("x-api-key"))
+    if limit_check is None:
+        return await _predict(state, route, principal, resource_id, headers, receive)
     if limit_check.done():  # a key known to be over its limit: refused before any Triton work
         enforce_rate_limit(limit_check.result())
     try:
-        ensure_scope(principal, "predict")
-        body = route.body.model_validate_json(raw_body)
-        payload = await route.handler(state, principal, resource_id, body)
+        payload = await _predict(state, route, principal, resource_id, headers, receive)
     except BaseException:
         # Over the limit, the 429 is the answer whatever the prediction did.
         enforce_rate_limit(await limit_check)
@@ -132,11 +149,33 @@ async def _serve(
     return payload
 
 
-def _api_key(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            return str(value.decode("latin-1"))
-    return None
+async def _predict(
+    state: AppState,
+    route: LaneRoute,
+    principal: Principal,
+    resource_id: int,
+    headers: dict[str, str],
+    receive: Receive,
+) -> Payload | None:
+    await route.policy.authorize(state, principal, resource_id)
+    require_json(headers)
+    raw_body = await _read_body(receive)
+    if raw_body is None:
+        return None
+    body = route.body.model_validate_json(raw_body)
+    return await route.handler(state, principal, resource_id, body)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # The few headers the lane reads; ASGI names are already lower-case.
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name in _LANE_HEADERS
+    }
+
+
+_LANE_HEADERS = frozenset((b"x-api-key", b"content-type", b"content-length", b"transfer-encoding"))
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -10,8 +10,16 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from control_plane.core.errors import (
+    DEFAULT_RETRY_AFTER_S,
+    TRITON_ERRORS,
+    TritonError,
+    error_responses,
+    retry_after,
+)
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import SessionDep, StateDep
+from control_plane.core.types import ModelIdPath, ProjectIdPath
 from control_plane.db.models import Model
 from control_plane.inference.handlers import (
     predict_for_project,
@@ -28,9 +36,9 @@ from control_plane.inference.schemas import (
     ProjectPredictResponse,
     ReadinessResponse,
 )
-from control_plane.keys.deps import PredictKey
+from control_plane.keys.deps import GuardedRoute, PredictModelKey, PredictProjectKey, Public
 
-router = APIRouter(prefix="/inference", tags=["inference"])
+router = APIRouter(prefix="/inference", tags=["inference"], route_class=GuardedRoute)
 
 
 # The prediction handlers take no SQL session: the runtime and routing caches open
@@ -40,23 +48,35 @@ router = APIRouter(prefix="/inference", tags=["inference"])
 # (the default) `lane.py` serves these three paths before FastAPI routes them.
 
 
-@router.post("/predict/{model_id}", response_model=PredictResponse)
+@router.post(
+    "/predict/{model_id}",
+    response_model=PredictResponse,
+    responses=error_responses(400, *TRITON_ERRORS),
+)
 async def predict(
-    model_id: int, body: PredictRequest, key: PredictKey, state: StateDep
+    model_id: ModelIdPath, body: PredictRequest, key: PredictModelKey, state: StateDep
 ) -> OrjsonResponse:
     return OrjsonResponse(await predict_for_user(state, key, model_id, body))
 
 
-@router.post("/predict/{model_id}/batch", response_model=BatchPredictResponse)
+@router.post(
+    "/predict/{model_id}/batch",
+    response_model=BatchPredictResponse,
+    responses=error_responses(400, *TRITON_ERRORS),
+)
 async def predict_batch(
-    model_id: int, body: BatchPredictRequest, key: PredictKey, state: StateDep
+    model_id: ModelIdPath, body: BatchPredictRequest, key: PredictModelKey, state: StateDep
 ) -> OrjsonResponse:
     return OrjsonResponse(await predict_for_users(state, key, model_id, body))
 
 
-@router.post("/predict/project/{project_id}", response_model=ProjectPredictResponse)
+@router.post(
+    "/predict/project/{project_id}",
+    response_model=ProjectPredictResponse,
+    responses=error_responses(400, *TRITON_ERRORS),
+)
 async def predict_project(
-    project_id: int, body: PredictRequest, key: PredictKey, state: StateDep
+    project_id: ProjectIdPath, body: PredictRequest, key: PredictProjectKey, state: StateDep
 ) -> OrjsonResponse:
     return OrjsonResponse(await predict_for_project(state, key, project_id, body))
 
@@ -69,7 +89,12 @@ async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:
     return "ok"
 
 
-@router.get("/health", response_model=HealthResponse)
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "Triton is down"}},
+    dependencies=[Public],
+)
 async def health(state: StateDep) -> OrjsonResponse:
     """Per component; `degraded` when something other than Triton is down, never a lie."""
     triton_live = await state.triton.is_live()
@@ -80,16 +105,22 @@ async def health(state: StateDep) -> OrjsonResponse:
         "listener": "not_configured"
         if state.events.redis is None
         else ("ok" if state.events.subscribed.is_set() else "down"),
+        # `fallback`: limits are per process right now, not shared by the replicas.
+        "rate_limiter": await state.limiter.health()
+        if state.settings.rate_limit_enabled
+        else "disabled",
     }
+    # Entries Triton cannot use are skipped, the rest serves: degraded, not down.
+    bad_entries = state.lifecycle.repository_problems()
+    components["repository"] = "degraded" if bad_entries else "ok"
+    body = {"components": components, "bad_entries": bad_entries}
     if not triton_live:  # a control plane without its Triton serves nothing
-        return OrjsonResponse(
-            {"status": "unhealthy", "loaded_models": 0, "components": components},
-            status_code=503,
-        )
-    loaded = len(await state.triton.ready_models())
-    healthy = all(v in ("ok", "not_configured") for v in components.values())
+        unhealthy = {"status": "unhealthy", "loaded_models": 0, **body}
+        return OrjsonResponse(unhealthy, 503, headers=retry_after(DEFAULT_RETRY_AFTER_S))
+    healthy = all(v in ("ok", "not_configured", "disabled") for v in components.values())
     status = "healthy" if healthy else "degraded"
-    return OrjsonResponse({"status": status, "loaded_models": loaded, "components": components})
+    loaded = len(await state.triton.ready_models())
+    return OrjsonResponse({"status": status, "loaded_models": loaded, **body})
 
 
 async def _sql_ping(state: StateDep) -> None:
@@ -97,17 +128,32 @@ async def _sql_ping(state: StateDep) -> None:
         await connection.execute(text("SELECT 1"))
 
 
-@router.get("/ready", response_model=ReadinessResponse)
+@router.get(
+    "/ready",
+    response_model=ReadinessResponse,
+    responses={503: {"model": ReadinessResponse, "description": "Not ready to serve"}},
+    dependencies=[Public],
+)
 async def ready(state: StateDep) -> OrjsonResponse:
-    """503 until this replica has reconciled once and every pinned model is loaded here."""
+    """503 + Retry-After while Triton is unreachable, and until this replica has
+    reconciled once and every pinned model is loaded and warmed here. Loaded means
+    in Triton's own index too, not only in memory: a restarted Triton is empty."""
     lifecycle = state.lifecycle
-    missing = sorted(name for name in lifecycle.pinned if name not in set(lifecycle.loaded()))
-    is_ready = state.reconciler.passes > 0 and not missing
+    try:
+        in_triton = set(await asyncio.wait_for(state.triton.ready_models(), 2.0))
+        triton_up = True
+    except (TritonError, TimeoutError):
+        in_triton, triton_up = set(), False
+    loaded = in_triton.intersection(lifecycle.loaded())
+    missing = sorted(name for name in lifecycle.pinned if name not in loaded)
+    is_ready = triton_up and state.reconciler.passes > 0 and not missing
     body = {"ready": is_ready, "pinned": len(lifecycle.pinned), "missing": missing}
-    return OrjsonResponse(body, status_code=200 if is_ready else 503)
+    if is_ready:
+        return OrjsonResponse(body)
+    return OrjsonResponse(body, status_code=503, headers=retry_after(DEFAULT_RETRY_AFTER_S))
 
 
-@router.get("/models", response_model=LoadedModelsResponse)
+@router.get("/models", response_model=LoadedModelsResponse, dependencies=[Public])
 async def loaded_models(session: SessionDep, state: StateDep) -> LoadedModelsResponse:
     """Ids of registered models loaded and warmed on this replica (its own Triton)."""
     names = state.lifecycle.loaded()

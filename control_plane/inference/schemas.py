@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from control_plane.core.types import RequestBody
+
 MAX_CUTOFF = 1000
 MAX_BATCH_USERS = 100
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(RequestBody):
     user_id: str = Field(min_length=1, max_length=200)
     cutoff: int = Field(10, ge=1, le=MAX_CUTOFF)
 
 
-class BatchPredictRequest(BaseModel):
+class BatchPredictRequest(RequestBody):
     user_ids: list[str] = Field(min_length=1, max_length=MAX_BATCH_USERS)
     cutoff: int = Field(10, ge=1, le=MAX_CUTOFF)
 
@@ -41,7 +43,11 @@ class ProjectPredictResponse(PredictResponse):
 class HealthResponse(BaseModel):
     status: str  # healthy | degraded | unhealthy
     loaded_models: int
+    # rate_limiter: ok | fallback (limits per process, not shared) | not_configured | disabled
     components: dict[str, str] = {}  # triton, sql, redis, listener: ok | down | not_configured
+    # Model repository entries skipped and models Triton refused here (name -> reason);
+    # the `repository` component is `degraded` while there is any.
+    bad_entries: dict[str, str] = {}
 
 
 class ReadinessResponse(BaseModel):

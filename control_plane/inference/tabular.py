@@ -15,20 +15,21 @@ import numpy.typing as npt
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from control_plane.core.errors import BadRequestError
+from control_plane.core.errors import TRITON_ERRORS, BadRequestError, error_responses
 from control_plane.core.request_id import current_request_id
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import AppState, StateDep
+from control_plane.core.types import ModelIdPath, RequestBody
 from control_plane.inference.runtime import TabularRuntime
-from control_plane.keys.deps import PredictKey, ensure_model_access
+from control_plane.keys.deps import GuardedRoute, PredictModelKey
 from control_plane.keys.schemas import Principal
 
 MAX_ROWS = 1000
 
-router = APIRouter(prefix="/api/v1/models", tags=["inference"])
+router = APIRouter(prefix="/api/v1/models", tags=["inference"], route_class=GuardedRoute)
 
 
-class TabularPredictRequest(BaseModel):
+class TabularPredictRequest(RequestBody):
     data: list[list[float]] = Field(min_length=1, max_length=MAX_ROWS)
 
 
@@ -40,9 +41,13 @@ class TabularPredictResponse(BaseModel):
     request_id: str
 
 
-@router.post("/{model_id}/predict", response_model=TabularPredictResponse)
+@router.post(
+    "/{model_id}/predict",
+    response_model=TabularPredictResponse,
+    responses=error_responses(400, *TRITON_ERRORS),
+)
 async def predict_rows(
-    model_id: int, body: TabularPredictRequest, key: PredictKey, state: StateDep
+    model_id: ModelIdPath, body: TabularPredictRequest, key: PredictModelKey, state: StateDep
 ) -> OrjsonResponse:
     # With the fast lane on (the default) `lane.py` serves this path before FastAPI.
     return OrjsonResponse(await predict_for_rows(state, key, model_id, body))
@@ -51,7 +56,6 @@ async def predict_rows(
 async def predict_for_rows(
     state: AppState, key: Principal, model_id: int, body: TabularPredictRequest
 ) -> dict[str, Any]:
-    await ensure_model_access(state, key, model_id)
     runtime = await state.runtimes.tabular(state.sessionmaker, model_id)
     rows = _validated_rows(body.data, runtime)
     outputs = await state.triton.infer_rows(

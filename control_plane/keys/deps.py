@@ -1,38 +1,35 @@
-"""Authentication dependencies: a handler's signature states its policy.
+"""Access dependencies: a handler's signature states its policy (see `access.py`).
 
-`PredictKey`, `ReadKey`, `WriteKey`, `AdminKey`: a verified key holding that
-scope (admin implies all), already counted against its rate limit.
-Missing/invalid/expired/revoked -> 401; lacking the scope -> 403; too many -> 429.
+`WriteModelKey` reads "a key with the write scope that may act on the model in
+the path"; `ReadAnyKey` leaves it to the handler to filter what it lists;
+`AdminGlobalKey` needs a key restricted to no project; public routes declare
+`dependencies=[Public]`. Every route of the API is a `GuardedRoute`, which
+refuses to be built without exactly one declared policy and applies it before
+the body is read: missing/invalid/expired/revoked key -> 401, over the rate
+limit -> 429, lacking the scope -> 403, a resource outside the key's project ->
+404 (the same answer as an unknown one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Annotated, Any, get_args
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, Request, Response, params
+from fastapi.dependencies.utils import get_typed_signature
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
-from control_plane.core.errors import PermissionDeniedError, RateLimitExceededError
+from control_plane.core.errors import (
+    RateLimitExceededError,
+    UnsupportedMediaTypeError,
+    error_responses,
+)
 from control_plane.core.request_id import add_response_headers
-from control_plane.core.state import AppState, StateDep
+from control_plane.core.state import AppState
+from control_plane.keys.access import PUBLIC, Policy
 from control_plane.keys.schemas import Principal
 from control_plane.ratelimit.limiter import RateLimitResult
-
-# auto_error=False: a missing header is our 401 with our error body, not FastAPI's 403.
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
-
-
-async def authenticate(
-    request: Request,
-    state: StateDep,
-    token: Annotated[str | None, Depends(_api_key_header)],
-) -> Principal:
-    principal = await state.verifier.verify(state.sessionmaker, token)
-    if state.settings.rate_limit_enabled:
-        enforce_rate_limit(await state.limiter.hit(principal.key_id, principal.rate_limit))
-    request.state.principal = principal
-    return principal
 
 
 def enforce_rate_limit(result: RateLimitResult) -> None:
@@ -44,42 +41,109 @@ def enforce_rate_limit(result: RateLimitResult) -> None:
     add_response_headers(result.headers())
 
 
-def ensure_scope(principal: Principal, scope: str) -> None:
-    if not principal.has_scope(scope):
-        raise PermissionDeniedError(
-            f"API key lacks the {scope!r} scope", required=scope, scopes=sorted(principal.scopes)
+def require_json(headers: Mapping[str, str]) -> None:
+    """415 for a body that does not say it is JSON (form posts, text/plain, none)."""
+    if headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+        return  # no body: the route's validation says what is missing
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise UnsupportedMediaTypeError(
+            "request body must be JSON (Content-Type: application/json)",
+            expected="application/json",
         )
 
 
-def require(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
-    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        ensure_scope(principal, scope)
-        return principal
-
-    return dependency
-
-
-async def ensure_model_access(state: AppState, principal: Principal, model_id: int) -> None:
-    """A project-restricted key may query only the models its project's slots name."""
-    if principal.project_id is None:
-        return
-    routes = await state.routing.routes(state.sessionmaker, principal.project_id)
-    if model_id not in routes.model_ids:
-        raise PermissionDeniedError(
-            "API key not authorized for this model: no slot of its project serves it",
-            model_id=model_id,
-            project_id=principal.project_id,
+def declared_policy(route: APIRoute) -> Policy:
+    policies = [d.call for d in route.dependant.dependencies if isinstance(d.call, Policy)]
+    if len(policies) != 1:
+        raise TypeError(
+            f"route {sorted(route.methods or ())} {route.path} must declare exactly one access "
+            f"policy (keys/deps.py), found {len(policies)}"
         )
+    return policies[0]
 
 
-def ensure_project_access(principal: Principal, project_id: int) -> None:
-    if not principal.may_access_project(project_id):
-        raise PermissionDeniedError(
-            "API key not authorized for this project", project_id=project_id
-        )
+def _signature_of(
+    endpoint: Callable[..., Any], dependencies: Sequence[params.Depends] | None
+) -> tuple[Policy | None, bool]:
+    """The policy an endpoint declares (None if not exactly one) and whether it takes a
+    JSON body, read from its signature before FastAPI analyses it."""
+    policies = [d.dependency for d in dependencies or () if isinstance(d.dependency, Policy)]
+    takes_body = False
+    for parameter in get_typed_signature(endpoint).parameters.values():
+        annotation = parameter.annotation
+        for meta in getattr(annotation, "__metadata__", ()):
+            if isinstance(meta, params.Depends) and isinstance(meta.dependency, Policy):
+                policies.append(meta.dependency)
+        takes_body = takes_body or _is_body(annotation)
+    return (policies[0] if len(policies) == 1 else None), takes_body
 
 
-PredictKey = Annotated[Principal, Depends(require("predict"))]
-ReadKey = Annotated[Principal, Depends(require("read"))]
-WriteKey = Annotated[Principal, Depends(require("write"))]
-AdminKey = Annotated[Principal, Depends(require("admin"))]
+def _is_body(annotation: Any) -> bool:
+    """A pydantic model, or one inside a list, an Optional or an Annotated."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_is_body(arg) for arg in get_args(annotation))
+
+
+class GuardedRoute(APIRoute):
+    """An API route whose policy runs before FastAPI reads or parses the body.
+
+    It also documents, in OpenAPI, the error statuses its policy and its body
+    can produce (each with the error body); a route adds its own in `responses`.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        policy, takes_body = _signature_of(endpoint, kwargs.get("dependencies"))
+        statuses = [] if policy is None or policy.is_public else [401, 403, 429]
+        if policy is not None and policy.resource in path:
+            statuses.append(404)
+        if takes_body:
+            statuses += [413, 415]
+        if takes_body or "{" in path:
+            statuses.append(422)
+        kwargs["responses"] = {**error_responses(*statuses), **(kwargs.get("responses") or {})}
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        policy = declared_policy(self)
+        takes_body = self.body_field is not None
+
+        async def guarded(request: Request) -> Response:
+            if not policy.is_public:
+                state: AppState = request.app.state.conch
+                principal, limit_check = await policy.admit(state, request.headers.get("x-api-key"))
+                if limit_check is not None:
+                    enforce_rate_limit(await limit_check)
+                resource_id = policy.resource_id(request.path_params)
+                await policy.authorize(state, principal, resource_id)
+                request.state.principal = principal
+            if takes_body:
+                require_json(request.headers)
+            return await handler(request)
+
+        return guarded
+
+
+Public = Depends(PUBLIC)
+
+# The prediction fast lane applies these two itself (inference/lane.py).
+PREDICT_MODEL = Policy("predict", "model_id")
+PREDICT_PROJECT = Policy("predict", "project_id")
+
+PredictModelKey = Annotated[Principal, Depends(PREDICT_MODEL)]
+PredictProjectKey = Annotated[Principal, Depends(PREDICT_PROJECT)]
+PredictAnyKey = Annotated[Principal, Depends(Policy("predict", "any"))]
+ReadModelKey = Annotated[Principal, Depends(Policy("read", "model_id"))]
+ReadProjectKey = Annotated[Principal, Depends(Policy("read", "project_id"))]
+ReadAnyKey = Annotated[Principal, Depends(Policy("read", "any"))]
+ReadGlobalKey = Annotated[Principal, Depends(Policy("read", "global"))]
+WriteModelKey = Annotated[Principal, Depends(Policy("write", "model_id"))]
+WriteProjectKey = Annotated[Principal, Depends(Policy("write", "project_id"))]
+WriteSlotKey = Annotated[Principal, Depends(Policy("write", "slot_id"))]
+WriteGlobalKey = Annotated[Principal, Depends(Policy("write", "global"))]
+AdminAnyKey = Annotated[Principal, Depends(Policy("admin", "any"))]
+AdminKeyKey = Annotated[Principal, Depends(Policy("admin", "key_id"))]

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from control_plane.core.settings import parse_rate
+from control_plane.core.types import RequestBody, ResourceId
 
 Scope = Literal["predict", "read", "write", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("predict", "read", "write", "admin")
@@ -33,12 +34,28 @@ class Principal:
         return self.project_id is None or self.project_id == project_id
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RequestBody):
     name: str = Field("", max_length=200)
     scopes: list[Scope] = Field(min_length=1)
-    project_id: int | None = None
-    expires_at: datetime | None = None
+    project_id: ResourceId | None = None
+    expires_at: datetime | None = Field(
+        None, strict=False, description="With a timezone, e.g. 2030-01-01T00:00:00Z"
+    )
     rate_limit: str | None = Field(None, description="e.g. '500/minute'; default from settings")
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: object) -> object:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("expires_at must be an ISO 8601 date-time string")
+        return value
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
+        return value
 
     @field_validator("rate_limit")
     @classmethod

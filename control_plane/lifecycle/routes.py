@@ -5,17 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control_plane.core import metrics
-from control_plane.core.errors import TritonError
+from control_plane.core.errors import TritonError, error_responses
 from control_plane.core.state import StateDep
-from control_plane.keys.deps import ReadKey
+from control_plane.keys.deps import GuardedRoute, ReadGlobalKey
 from control_plane.lifecycle.schemas import EngineModel, EngineStatus
 from control_plane.lifecycle.stats import summarize
 
-router = APIRouter(tags=["engine"])
+router = APIRouter(tags=["engine"], route_class=GuardedRoute)
 
 
-@router.get("/engine")
-async def engine_status(_: ReadKey, state: StateDep) -> EngineStatus:
+@router.get("/engine", responses=error_responses(502, 503, 504))
+async def engine_status(_: ReadGlobalKey, state: StateDep) -> EngineStatus:
     triton, lifecycle = state.triton, state.lifecycle
     live = await triton.is_live()
     metadata = await triton.server_metadata() if live else {}

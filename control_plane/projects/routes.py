@@ -5,39 +5,49 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
+from control_plane.core.errors import error_responses
 from control_plane.core.state import SessionDep
-from control_plane.keys.deps import ReadKey, WriteKey, ensure_project_access
+from control_plane.core.types import ProjectIdPath
+from control_plane.keys.deps import (
+    GuardedRoute,
+    ReadAnyKey,
+    ReadProjectKey,
+    WriteGlobalKey,
+    WriteProjectKey,
+)
 from control_plane.projects import service
 from control_plane.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 from control_plane.slots.repository import get_project
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], route_class=GuardedRoute)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
-async def create_project(body: ProjectCreate, key: WriteKey, session: SessionDep) -> ProjectRead:
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
+async def create_project(
+    body: ProjectCreate, key: WriteGlobalKey, session: SessionDep
+) -> ProjectRead:
     project = await service.create_project(session, body.name, sticky=body.sticky)
     audit(session, key.key_id, "project.create", "project", project.id, name=body.name)
     return ProjectRead.model_validate(project)
 
 
 @router.get("")
-async def list_projects(key: ReadKey, session: SessionDep) -> list[ProjectRead]:
+async def list_projects(key: ReadAnyKey, session: SessionDep) -> list[ProjectRead]:
     projects = await service.list_projects(session)
     return [ProjectRead.model_validate(p) for p in projects if key.may_access_project(p.id)]
 
 
 @router.get("/{project_id}")
-async def read_project(project_id: int, key: ReadKey, session: SessionDep) -> ProjectRead:
-    ensure_project_access(key, project_id)
+async def read_project(
+    project_id: ProjectIdPath, _: ReadProjectKey, session: SessionDep
+) -> ProjectRead:
     return ProjectRead.model_validate(await get_project(session, project_id))
 
 
 @router.patch("/{project_id}")
 async def update_project(
-    project_id: int, body: ProjectUpdate, key: WriteKey, session: SessionDep
+    project_id: ProjectIdPath, body: ProjectUpdate, key: WriteProjectKey, session: SessionDep
 ) -> ProjectRead:
-    ensure_project_access(key, project_id)
     project = await get_project(session, project_id)
     if body.sticky is not None:
         project.sticky = body.sticky

@@ -11,22 +11,30 @@ import asyncio
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
-from control_plane.core.errors import ConflictError, TritonError
+from control_plane.core.errors import TRITON_ERRORS, ConflictError, TritonError, error_responses
 from control_plane.core.state import LifecycleDep, SessionDep, SettingsDep, StateDep
+from control_plane.core.types import ModelIdPath
 from control_plane.db.models import Model
-from control_plane.keys.deps import ReadKey, WriteKey
+from control_plane.keys.deps import (
+    GuardedRoute,
+    ReadAnyKey,
+    ReadModelKey,
+    WriteGlobalKey,
+    WriteModelKey,
+)
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.schemas import ModelMetrics
 from control_plane.lifecycle.stats import summarize
 from control_plane.registry import service
 from control_plane.registry.schemas import ModelInfo, ModelRead, ModelRegister
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
 
 
 def _with_status(lifecycle: ModelLifecycle, model: Model, **details: object) -> ModelInfo:
     info = ModelInfo.model_validate({**ModelRead.model_validate(model).model_dump(), **details})
     info.pinned = model.triton_name in lifecycle.pinned
+    info.repository_error = lifecycle.bad_entries.get(model.triton_name)
     known = lifecycle.statuses.get(model.triton_name)
     if known is not None:
         info.load_state = known.state.value
@@ -43,9 +51,9 @@ async def _info(state: StateDep, model: Model) -> ModelInfo:
     return _with_status(state.lifecycle, model, **details)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 409))
 async def register_model(
-    body: ModelRegister, key: WriteKey, session: SessionDep, settings: SettingsDep
+    body: ModelRegister, key: WriteGlobalKey, session: SessionDep, settings: SettingsDep
 ) -> ModelRead:
     model = await service.register_model(session, settings.model_repository, body.triton_name)
     audit(session, key.key_id, "model.register", "model", model.id, triton_name=body.triton_name)
@@ -53,26 +61,35 @@ async def register_model(
 
 
 @router.get("")
-async def list_models(_: ReadKey, session: SessionDep, lifecycle: LifecycleDep) -> list[ModelInfo]:
-    return [_with_status(lifecycle, m) for m in await service.list_models(session)]
+async def list_models(key: ReadAnyKey, session: SessionDep, state: StateDep) -> list[ModelInfo]:
+    """Every registered model; a project-restricted key sees its project's models only."""
+    models = await service.list_models(session)
+    if key.project_id is not None:
+        visible = (await state.routing.routes(state.sessionmaker, key.project_id)).model_ids
+        models = [m for m in models if m.id in visible]
+    return [_with_status(state.lifecycle, m) for m in models]
 
 
 @router.get("/{model_id}")
-async def read_model(model_id: int, _: ReadKey, session: SessionDep, state: StateDep) -> ModelInfo:
+async def read_model(
+    model_id: ModelIdPath, _: ReadModelKey, session: SessionDep, state: StateDep
+) -> ModelInfo:
     """Framework, tensors, size on disk, and load state/time/error on this replica."""
     return await _info(state, await service.get_model(session, model_id))
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_model(model_id: int, key: WriteKey, session: SessionDep) -> None:
+@router.delete(
+    "/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 409)
+)
+async def delete_model(model_id: ModelIdPath, key: WriteGlobalKey, session: SessionDep) -> None:
     """Unregister; every replica unloads it (model_deleted, and reconciliation)."""
     model = await service.delete_model(session, model_id)
     audit(session, key.key_id, "model.delete", "model", model_id, triton_name=model.triton_name)
 
 
-@router.post("/{model_id}/load")
+@router.post("/{model_id}/load", responses=error_responses(409, *TRITON_ERRORS))
 async def load_model(
-    model_id: int, key: WriteKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, state: StateDep
 ) -> ModelInfo:
     """Load and warm on this replica now (a failed model is retried at once)."""
     model = await service.get_model(session, model_id)
@@ -84,9 +101,9 @@ async def load_model(
     return await _info(state, model)
 
 
-@router.post("/{model_id}/unload")
+@router.post("/{model_id}/unload", responses=error_responses(409, *TRITON_ERRORS))
 async def unload_model(
-    model_id: int, key: WriteKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, state: StateDep
 ) -> ModelInfo:
     """Unload from this replica; refused while an active slot serves the model."""
     model = await service.get_model(session, model_id)
@@ -100,9 +117,9 @@ async def unload_model(
     return await _info(state, model)
 
 
-@router.post("/{model_id}/reload")
+@router.post("/{model_id}/reload", responses=error_responses(409, *TRITON_ERRORS))
 async def reload_model(
-    model_id: int, key: WriteKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, state: StateDep
 ) -> ModelInfo:
     """Triton reloads in place: the loaded copy serves until the new one is ready."""
     model = await service.get_model(session, model_id)
@@ -113,7 +130,7 @@ async def reload_model(
 
 @router.get("/{model_id}/metrics")
 async def model_metrics(
-    model_id: int, _: ReadKey, session: SessionDep, lifecycle: LifecycleDep
+    model_id: ModelIdPath, _: ReadModelKey, session: SessionDep, lifecycle: LifecycleDep
 ) -> ModelMetrics:
     """Counts, average latencies and the batch sizes Triton formed, since it was loaded."""
     model = await service.get_model(session, model_id)

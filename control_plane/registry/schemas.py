@@ -4,12 +4,14 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane.core.types import RequestBody
+from exporters.manifest import ModelName
 
-class ModelRegister(BaseModel):
-    triton_name: str = Field(
-        min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Directory name in the model repository",
-    )  # fmt: skip
+
+class ModelRegister(RequestBody):
+    # The exporters' own rule (Triton's plus Conch's): nothing that leads out of the
+    # repository ('..', 'a/b') or into a hidden directory reaches the filesystem.
+    triton_name: ModelName = Field(description="Directory name in the model repository")
 
 
 class ModelRead(BaseModel):
@@ -42,3 +44,6 @@ class ModelInfo(ModelRead):
     loaded_at: datetime | None = None
     last_used_at: datetime | None = None
     replica_load_error: str | None = None
+    # What is wrong with its entry in the model repository, as this replica last scanned
+    # it (a broken link, no config.pbtxt...): a load here would fail for that reason.
+    repository_error: str | None = None

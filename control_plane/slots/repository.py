@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.core.errors import ProjectNotFoundError, SlotNotFoundError
+from control_plane.core.errors import project_not_found, slot_not_found
 from control_plane.db.models import DeploymentSlot, Project
 
 
 async def get_project(session: AsyncSession, project_id: int) -> Project:
     project = await session.get(Project, project_id)
     if project is None:
-        raise ProjectNotFoundError(f"project {project_id} not found", project_id=project_id)
+        raise project_not_found(project_id)
     return project
 
 
@@ -30,5 +30,5 @@ async def project_slots(
 async def get_slot(session: AsyncSession, slot_id: int) -> DeploymentSlot:
     slot = await session.get(DeploymentSlot, slot_id)
     if slot is None:
-        raise SlotNotFoundError(f"deployment slot {slot_id} not found", slot_id=slot_id)
+        raise slot_not_found(slot_id)
     return slot

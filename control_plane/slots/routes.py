@@ -5,14 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
+from control_plane.core.errors import TRITON_ERRORS, error_responses
 from control_plane.core.state import SessionDep, StateDep
-from control_plane.keys.deps import ReadKey, WriteKey, ensure_project_access
+from control_plane.core.types import ProjectIdPath, SlotIdPath
+from control_plane.keys.access import ensure_model
+from control_plane.keys.deps import GuardedRoute, ReadProjectKey, WriteProjectKey, WriteSlotKey
 from control_plane.registry.service import get_model
 from control_plane.slots import service
 from control_plane.slots.repository import get_project, get_slot, project_slots
 from control_plane.slots.schemas import SlotCreate, SlotRead, SlotUpdate
 
-router = APIRouter(tags=["slots"])
+router = APIRouter(tags=["slots"], route_class=GuardedRoute)
 
 
 async def _prepare(state: StateDep, session: SessionDep, model_id: int) -> None:
@@ -21,11 +24,19 @@ async def _prepare(state: StateDep, session: SessionDep, model_id: int) -> None:
     await state.lifecycle.prepare(model.triton_name)
 
 
-@router.post("/projects/{project_id}/slots", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/projects/{project_id}/slots",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(409, *TRITON_ERRORS),
+)
 async def create_slot(
-    project_id: int, body: SlotCreate, key: WriteKey, session: SessionDep, state: StateDep
+    project_id: ProjectIdPath,
+    body: SlotCreate,
+    key: WriteProjectKey,
+    session: SessionDep,
+    state: StateDep,
 ) -> SlotRead:
-    ensure_project_access(key, project_id)
+    await ensure_model(state, key, body.model_id)
     if body.active:  # a slot that serves must never point at a cold or broken model
         await _prepare(state, session, body.model_id)
     slot = await service.create_slot(session, project_id, body)
@@ -34,18 +45,20 @@ async def create_slot(
 
 
 @router.get("/projects/{project_id}/slots")
-async def list_slots(project_id: int, key: ReadKey, session: SessionDep) -> list[SlotRead]:
-    ensure_project_access(key, project_id)
+async def list_slots(
+    project_id: ProjectIdPath, _: ReadProjectKey, session: SessionDep
+) -> list[SlotRead]:
     await get_project(session, project_id)
     return [SlotRead.model_validate(s) for s in await project_slots(session, project_id)]
 
 
-@router.patch("/slots/{slot_id}")
+@router.patch("/slots/{slot_id}", responses=error_responses(409, *TRITON_ERRORS))
 async def update_slot(
-    slot_id: int, body: SlotUpdate, key: WriteKey, session: SessionDep, state: StateDep
+    slot_id: SlotIdPath, body: SlotUpdate, key: WriteSlotKey, session: SessionDep, state: StateDep
 ) -> SlotRead:
+    if body.model_id is not None:
+        await ensure_model(state, key, body.model_id)
     slot = await get_slot(session, slot_id)
-    ensure_project_access(key, slot.project_id)
     repointed = body.model_id is not None and body.model_id != slot.model_id
     activated = body.active is True and not slot.active
     will_serve = slot.active if body.active is None else body.active

@@ -57,9 +57,10 @@ async def test_scope_is_403_and_admin_implies_all(
     assert (await _predict(client, model_ids["a"], admin)).status_code == 200
 
 
-async def test_project_restricted_key_is_403_elsewhere(
+async def test_project_restricted_key_finds_nothing_elsewhere(
     app: FastAPI, client: httpx.AsyncClient, admin_key: str, model_ids: dict[str, int]
 ) -> None:
+    """Outside its project a restricted key gets the 404 an unknown id gets (seed 000)."""
     mine = await make_project(client, admin_key, [("Control", model_ids["a"], 1)])
     other = await make_project(client, admin_key, [("Control", model_ids["a"], 1)])
     key = await make_key(app, ["predict"], project_id=mine.id)
@@ -71,12 +72,15 @@ async def test_project_restricted_key_is_403_elsewhere(
     denied = await client.post(
         f"/inference/predict/project/{other.id}", json=body, headers={"X-API-Key": key}
     )
-    assert denied.status_code == 403
+    assert denied.status_code == 404
+    assert denied.json()["message"] == f"project {other.id} not found"
     # By model id: only the models its project's slots serve.
     assert (await _predict(client, model_ids["a"], key)).status_code == 200
     outside = await _predict(client, model_ids["b"], key)
-    assert outside.status_code == 403
-    assert outside.json()["details"] == {"model_id": model_ids["b"], "project_id": mine.id}
+    unknown = await _predict(client, 999_999, key)
+    assert outside.status_code == unknown.status_code == 404
+    assert outside.json()["error"] == unknown.json()["error"] == "ModelNotFoundError"
+    assert outside.json()["details"] == {"model_id": model_ids["b"]}
 
 
 async def test_expired_key_is_401(

@@ -86,6 +86,37 @@ async def test_lane_and_fastapi_answer_alike(
         assert lane.json()["error"] == fastapi.json()["error"] == "ValidationError"
 
 
+LAX_BODIES = [
+    ("/inference/predict/{a}", {"user_id": "u1", "cutoff": "5"}, ("body", "cutoff")),
+    ("/inference/predict/{a}", {"user_id": "u1", "cutoff": True}, ("body", "cutoff")),
+    ("/inference/predict/{a}", {"user_id": "u1", "cutoff": 5.0}, ("body", "cutoff")),
+    ("/inference/predict/{a}", {"user_id": 7}, ("body", "user_id")),
+    ("/inference/predict/{a}/batch", {"user_ids": ["u1", 2]}, ("body", "user_ids", 1)),
+    ("/api/v1/models/{a}/predict", {"data": [["1.5", 2.0]]}, ("body", "data", 0, 0)),
+    ("/api/v1/models/{a}/predict", {"data": [[True, 2.0]]}, ("body", "data", 0, 0)),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "where"), LAX_BODIES)
+async def test_prediction_bodies_are_strict_on_both_doors(
+    app: FastAPI,
+    fastapi_only: FastAPI,
+    model_ids: dict[str, int],
+    path: str,
+    body: Any,
+    where: tuple[Any, ...],
+) -> None:
+    """A string is not a number and true is not 1: 422 naming the field, lane or not."""
+    headers = {"X-API-Key": await make_key(app, ["predict"])}
+    for door in (app, fastapi_only):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=door), base_url="http://conch"
+        ) as client:
+            response = await client.post(path.format(a=model_ids["a"]), json=body, headers=headers)
+        assert response.status_code == 422, response.text
+        assert [tuple(e["loc"]) for e in response.json()["details"]["errors"]] == [where]
+
+
 def test_only_the_prediction_paths_take_the_lane() -> None:
     assert match("POST", "/inference/predict/12") is not None
     assert match("GET", "/inference/predict/12") is None

@@ -111,7 +111,14 @@ async def test_model_info_metrics_engine_health_and_readiness(
 
     health = (await client.get("/inference/health")).json()
     assert health["status"] == "healthy", health
-    assert set(health["components"]) == {"triton", "sql", "redis", "listener"}
+    assert set(health["components"]) == {
+        "triton",
+        "sql",
+        "redis",
+        "listener",
+        "rate_limiter",
+        "repository",
+    }
     assert (await client.get("/inference/ready")).status_code in (200, 503)
 
 

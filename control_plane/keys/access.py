@@ -1,0 +1,161 @@
+"""Who may do what: the one authorization decision of the API.
+
+Every route declares a `Policy` in its signature (`key: WriteModelKey` in
+`keys/deps.py`): the scope it needs and the resource it acts on. `GuardedRoute`
+applies it before FastAPI reads the body, so a caller without a valid key never
+gets a body buffered or parsed; the prediction fast lane applies the same
+policies. The rules:
+
+- a key needs the route's scope (admin implies every scope), else 403;
+- a key restricted to project P acts only inside P: a project, slot, model or
+  key outside P answers exactly like one that does not exist (404);
+- global operations (register or delete a model, create a project, the engine's
+  status) need a key restricted to no project, else 403;
+- a key creates keys at most as powerful as itself (`keys/service.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import pydantic
+from fastapi import Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
+from sqlalchemy import select
+
+from control_plane.core.errors import (
+    PermissionDeniedError,
+    key_not_found,
+    model_not_found,
+    project_not_found,
+    slot_not_found,
+)
+from control_plane.core.state import AppState
+from control_plane.core.types import ResourceId
+from control_plane.db.models import ApiKey, DeploymentSlot
+from control_plane.keys.schemas import Principal, Scope
+from control_plane.ratelimit.limiter import RateLimitResult
+
+# What a route acts on: the path parameter naming it, "any" (the handler checks
+# ids that arrive in the body and filters lists), "global" (unrestricted keys
+# only) or "public" (no key at all).
+Resource = Literal["public", "global", "any", "model_id", "project_id", "slot_id", "key_id"]
+
+_ID = pydantic.TypeAdapter(ResourceId)
+
+
+# Declared so that OpenAPI (and every generated client) knows the header.
+_API_KEY = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key: `conch keys create`"
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    scope: Scope | None
+    resource: Resource
+
+    async def __call__(
+        self, request: Request, _: Annotated[str | None, Security(_API_KEY)]
+    ) -> Principal:
+        """As a FastAPI dependency: the caller `GuardedRoute` admitted."""
+        principal: Principal | None = getattr(request.state, "principal", None)
+        if principal is None:  # a route outside GuardedRoute: refuse rather than serve
+            raise RuntimeError(f"{request.url.path} is not guarded by its policy")
+        return principal
+
+    @property
+    def is_public(self) -> bool:
+        return self.scope is None
+
+    async def admit(
+        self, state: AppState, token: str | None
+    ) -> tuple[Principal, asyncio.Future[RateLimitResult] | None]:
+        """The verified key (401 otherwise) and its rate-limit check, still running."""
+        principal = await state.verifier.verify(state.sessionmaker, token)
+        if not state.settings.rate_limit_enabled:
+            return principal, None
+        return principal, state.limiter.hit(principal.key_id, principal.rate_limit)
+
+    async def authorize(
+        self, state: AppState, principal: Principal, resource_id: int | None
+    ) -> None:
+        """403 without the scope; 404 for a resource outside the key's project."""
+        assert self.scope is not None
+        if not principal.has_scope(self.scope):
+            raise PermissionDeniedError(
+                f"API key lacks the {self.scope!r} scope",
+                required=self.scope,
+                scopes=sorted(principal.scopes),
+            )
+        if principal.project_id is None or self.resource == "any":
+            return
+        if self.resource == "global":
+            raise PermissionDeniedError(
+                "this operation needs an API key that is not restricted to a project",
+                project_id=principal.project_id,
+            )
+        assert resource_id is not None
+        if self.resource == "project_id":
+            ensure_project(principal, resource_id)
+        elif self.resource == "model_id":
+            await ensure_model(state, principal, resource_id)
+        elif self.resource == "slot_id":
+            await _ensure_slot(state, principal, resource_id)
+        elif self.resource == "key_id":
+            await _ensure_key(state, principal, resource_id)
+
+    def resource_id(self, path_params: Mapping[str, str]) -> int | None:
+        """The id in the path, validated as the route will validate it (422 if bad)."""
+        if self.resource not in path_params:
+            return None
+        try:
+            return _ID.validate_python(path_params[self.resource])
+        except pydantic.ValidationError as exc:
+            raise RequestValidationError(
+                [{**e, "loc": ("path", self.resource)} for e in exc.errors()]
+            ) from None
+
+
+class _PublicPolicy(Policy):
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None  # no key, no security scheme in OpenAPI
+
+
+PUBLIC = _PublicPolicy(None, "public")
+
+
+def ensure_project(principal: Principal, project_id: int) -> None:
+    if not principal.may_access_project(project_id):
+        raise project_not_found(project_id)
+
+
+async def ensure_model(state: AppState, principal: Principal, model_id: int) -> None:
+    """A restricted key sees only the models its project's slots name (active or not)."""
+    if principal.project_id is None:
+        return
+    routes = await state.routing.routes(state.sessionmaker, principal.project_id)
+    if model_id not in routes.model_ids:
+        raise model_not_found(model_id)
+
+
+async def _ensure_slot(state: AppState, principal: Principal, slot_id: int) -> None:
+    async with state.sessionmaker() as session:
+        project_id = await session.scalar(
+            select(DeploymentSlot.project_id).where(DeploymentSlot.id == slot_id)
+        )
+    if project_id != principal.project_id:
+        raise slot_not_found(slot_id)
+
+
+async def _ensure_key(state: AppState, principal: Principal, key_id: int) -> None:
+    async with state.sessionmaker() as session:
+        found = (
+            await session.execute(select(ApiKey.project_id).where(ApiKey.id == key_id))
+        ).first()
+    if found is None or found[0] != principal.project_id:
+        raise key_not_found(key_id)
