@@ -164,8 +164,11 @@ class Reconciler:
                 pause = min(pause, 5.0)  # e.g. Triton still starting beside us
                 metrics.increment("lifecycle.reconcile_errors")
                 logger.warning("reconcile failed (next in %.0fs): %s", pause, exc)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+            # that lands as the event is set, and stop() then waited forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._wake.wait()
 
     async def reconcile(self) -> None:
         # Copied before reading SQL: a name an event adds meanwhile is then surely in
