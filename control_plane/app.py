@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from control_plane.abtest.routes import router as abtest_router
 from control_plane.core.body_limit import BodyLimit
 from control_plane.core.errors import install_error_handlers
+from control_plane.core.loopback import LoopbackOnly
 from control_plane.core.metrics_route import router as metrics_router
 from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
@@ -109,10 +110,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             verifier=KeyVerifier(
                 secret, settings.key_cache_ttl_s, events_current=events.is_current
             ),
-            routing=RoutingCache(events_current=events.is_current),
+            routing=RoutingCache(settings.cache_ttl_s, events_current=events.is_current),
             limiter=limiter,
             events=events,
-            runtimes=RuntimeCache(settings.model_repository, events_current=events.is_current),
+            runtimes=RuntimeCache(
+                settings.model_repository,
+                ttl_s=settings.cache_ttl_s,
+                events_current=events.is_current,
+            ),
             lifecycle=lifecycle,
             reconciler=Reconciler(lifecycle, sessionmaker, settings.reconcile_interval_s),
         )
@@ -151,6 +156,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     # and inside the body cap.
     app.add_middleware(PredictionLane)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.uses_development_secret:
+        app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     app.include_router(inference_router)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 import time
 import urllib.error
@@ -154,7 +155,6 @@ def conch_stack(
 ) -> Iterator[ConchEndpoint]:
     """Redis, a fresh SQLite database, both control planes, keys and registered models."""
     from control_plane.core.redis_embedded import EmbeddedRedis
-    from control_plane.core.settings import DEVELOPMENT_SECRET_KEY
     from control_plane.db import upgrade
 
     with ExitStack() as stack:
@@ -164,11 +164,14 @@ def conch_stack(
         database.unlink(missing_ok=True)
         database_url = f"sqlite:///{database}"
         upgrade(database_url)
-        admin, predict = asyncio.run(_create_keys(database_url, DEVELOPMENT_SECRET_KEY))
+        # A real secret, as in production: the development key would add the
+        # loopback-only guard (core/loopback.py) to the path being measured.
+        secret = secrets.token_urlsafe(32)
+        admin, predict = asyncio.run(_create_keys(database_url, secret))
         env = dict(
             os.environ,
-            CONCH_ENVIRONMENT="development",
-            SECRET_KEY=DEVELOPMENT_SECRET_KEY,
+            CONCH_ENVIRONMENT="production",
+            SECRET_KEY=secret,
             DATABASE_URL=database_url,
             REDIS_URL=redis.url,
             MODEL_EVENTS_REDIS_URL=redis.url,

@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "development"
     # The address the control plane listens on (`conch serve --host` sets it; set it
     # yourself when running uvicorn directly): decides whether the development key may
-    # be used.
-    host: str = "127.0.0.1"
+    # be used. Unknown (None), the app answers with that key on loopback only
+    # (core/loopback.py).
+    host: str | None = None
 
     # --- seed 000 variables (unprefixed) ---
     inference_port: int = Field(8081, validation_alias=AliasChoices("INFERENCE_PORT"))
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     # Per-process limit used only while Redis is unreachable.
     rate_limit_fallback: str = "100/minute"
     key_cache_ttl_s: float = 30.0
+    # How long a replica trusts its cached routing tables and model runtimes when an
+    # event that should have dropped them was lost (events drop them at once).
+    cache_ttl_s: float = Field(5.0, gt=0)
     # How often each replica converges its Triton on SQL (events are only a shortcut).
     reconcile_interval_s: float = Field(30.0, gt=0)
     model_load_timeout_s: float = 60.0
@@ -101,7 +105,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
-        if self.environment == "development" and secret_rules.is_loopback(self.host):
+        if self.environment == "development" and (
+            self.host is None or secret_rules.is_loopback(self.host)
+        ):
             return self  # nobody else can reach this server: any key will do
         where = f"CONCH_ENVIRONMENT={self.environment}, CONCH_HOST={self.host}"
         secret = self.secret_key.get_secret_value()
@@ -126,6 +132,10 @@ class Settings(BaseSettings):
         if self.triton_infer_protocol == "http" and not self.triton_http_url:
             raise ValueError("CONCH_TRITON_INFER_PROTOCOL=http needs CONCH_TRITON_HTTP_URL")
         return self
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
 
     @property
     def triton_infer_http_url(self) -> str | None:
