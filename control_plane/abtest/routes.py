@@ -15,7 +15,8 @@ from control_plane.abtest.schemas import (
     PromoteRequest,
 )
 from control_plane.core.audit import audit
-from control_plane.core.errors import ConflictError, error_responses
+from control_plane.core.errors import ConflictError
+from control_plane.core.openapi_errors import error_responses
 from control_plane.core.state import SessionDep
 from control_plane.core.types import ProjectIdPath
 from control_plane.keys.access import ensure_project

@@ -17,7 +17,9 @@ class OrjsonResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         try:
             return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
-        except orjson.JSONEncodeError:
+        except orjson.JSONEncodeError as exc:
             # orjson stops at 64-bit integers; an error body quoting a caller's
-            # out-of-range number must still render.
-            return json.dumps(content, default=str, separators=(",", ":")).encode()
+            # out-of-range number must still render. Anything else is a bug: raise.
+            if "64-bit" not in str(exc):
+                raise
+            return json.dumps(content, separators=(",", ":")).encode()

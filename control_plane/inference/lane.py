@@ -49,9 +49,9 @@ from control_plane.keys.schemas import Principal
 
 Handler = Callable[[AppState, Principal, int, Any], Awaitable[Payload]]
 
-# Path ids are database integers: longer digit strings go to FastAPI, which
-# answers them as it answers any other id it cannot find.
-_ID = r"(\d{1,9})"
+# Path ids as the routes accept them (1 and up, no leading zero); anything else,
+# longer digit strings included, goes to FastAPI, whose validation answers it.
+_ID = r"([1-9]\d{0,8})"
 
 
 @dataclass(frozen=True)

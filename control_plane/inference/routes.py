@@ -10,13 +10,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from control_plane.core.errors import (
-    DEFAULT_RETRY_AFTER_S,
-    TRITON_ERRORS,
-    TritonError,
-    error_responses,
-    retry_after,
-)
+from control_plane.core.errors import DEFAULT_RETRY_AFTER_S, TritonError, retry_after
+from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import SessionDep, StateDep
 from control_plane.core.types import ModelIdPath, ProjectIdPath

@@ -15,7 +15,8 @@ import numpy.typing as npt
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from control_plane.core.errors import TRITON_ERRORS, BadRequestError, error_responses
+from control_plane.core.errors import BadRequestError
+from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.request_id import current_request_id
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.state import AppState, StateDep

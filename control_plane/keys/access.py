@@ -17,17 +17,19 @@ policies. The rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 from fastapi import Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from control_plane.core.errors import (
+    NotFoundError,
     PermissionDeniedError,
     key_not_found,
     model_not_found,
@@ -104,10 +106,10 @@ class Policy:
             ensure_project(principal, resource_id)
         elif self.resource == "model_id":
             await ensure_model(state, principal, resource_id)
-        elif self.resource == "slot_id":
-            await _ensure_slot(state, principal, resource_id)
-        elif self.resource == "key_id":
-            await _ensure_key(state, principal, resource_id)
+        else:  # a slot or a key: its row names its project
+            column, not_found = _OWNED_BY_PROJECT[self.resource]
+            if await _project_of(state, column, resource_id) != principal.project_id:
+                raise not_found(resource_id)
 
     def resource_id(self, path_params: Mapping[str, str]) -> int | None:
         """The id in the path, validated as the route will validate it (422 if bad)."""
@@ -134,28 +136,31 @@ def ensure_project(principal: Principal, project_id: int) -> None:
         raise project_not_found(project_id)
 
 
-async def ensure_model(state: AppState, principal: Principal, model_id: int) -> None:
-    """A restricted key sees only the models its project's slots name (active or not)."""
+async def visible_model_ids(state: AppState, principal: Principal) -> frozenset[int] | None:
+    """The models a key may see: those its project's slots name (active or not); None
+    for a key restricted to no project (every model)."""
     if principal.project_id is None:
-        return
-    routes = await state.routing.routes(state.sessionmaker, principal.project_id)
-    if model_id not in routes.model_ids:
+        return None
+    return (await state.routing.routes(state.sessionmaker, principal.project_id)).model_ids
+
+
+async def ensure_model(state: AppState, principal: Principal, model_id: int) -> None:
+    visible = await visible_model_ids(state, principal)
+    if visible is not None and model_id not in visible:
         raise model_not_found(model_id)
 
 
-async def _ensure_slot(state: AppState, principal: Principal, slot_id: int) -> None:
-    async with state.sessionmaker() as session:
-        project_id = await session.scalar(
-            select(DeploymentSlot.project_id).where(DeploymentSlot.id == slot_id)
-        )
-    if project_id != principal.project_id:
-        raise slot_not_found(slot_id)
+_OWNED_BY_PROJECT: dict[str, tuple[InstrumentedAttribute[Any], Callable[[int], NotFoundError]]] = {
+    "slot_id": (DeploymentSlot.project_id, slot_not_found),
+    "key_id": (ApiKey.project_id, key_not_found),
+}
 
 
-async def _ensure_key(state: AppState, principal: Principal, key_id: int) -> None:
+async def _project_of(
+    state: AppState, project_column: InstrumentedAttribute[Any], row_id: int
+) -> int | None:
+    """The project of the slot or key `row_id`; None if there is no such row. (A
+    session of its own: the route's session is not open yet when policies run.)"""
     async with state.sessionmaker() as session:
-        found = (
-            await session.execute(select(ApiKey.project_id).where(ApiKey.id == key_id))
-        ).first()
-    if found is None or found[0] != principal.project_id:
-        raise key_not_found(key_id)
+        table = project_column.class_
+        return await session.scalar(select(project_column).where(table.id == row_id))

@@ -2,7 +2,7 @@
 
 `WriteModelKey` reads "a key with the write scope that may act on the model in
 the path"; `ReadAnyKey` leaves it to the handler to filter what it lists;
-`AdminGlobalKey` needs a key restricted to no project; public routes declare
+`WriteGlobalKey` needs a key restricted to no project; public routes declare
 `dependencies=[Public]`. Every route of the API is a `GuardedRoute`, which
 refuses to be built without exactly one declared policy and applies it before
 the body is read: missing/invalid/expired/revoked key -> 401, over the rate
@@ -20,11 +20,8 @@ from fastapi.dependencies.utils import get_typed_signature
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from control_plane.core.errors import (
-    RateLimitExceededError,
-    UnsupportedMediaTypeError,
-    error_responses,
-)
+from control_plane.core.errors import RateLimitExceededError, UnsupportedMediaTypeError
+from control_plane.core.openapi_errors import error_responses
 from control_plane.core.request_id import add_response_headers
 from control_plane.core.state import AppState
 from control_plane.keys.access import PUBLIC, Policy
@@ -74,10 +71,12 @@ def _signature_of(
     takes_body = False
     for parameter in get_typed_signature(endpoint).parameters.values():
         annotation = parameter.annotation
-        for meta in getattr(annotation, "__metadata__", ()):
-            if isinstance(meta, params.Depends) and isinstance(meta.dependency, Policy):
-                policies.append(meta.dependency)
-        takes_body = takes_body or _is_body(annotation)
+        depends = [
+            m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, params.Depends)
+        ]
+        policies += [d.dependency for d in depends if isinstance(d.dependency, Policy)]
+        # A dependency (SettingsDep is a pydantic model too) is not the body.
+        takes_body = takes_body or (not depends and _is_body(annotation))
     return (policies[0] if len(policies) == 1 else None), takes_body
 
 
@@ -98,7 +97,7 @@ class GuardedRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         policy, takes_body = _signature_of(endpoint, kwargs.get("dependencies"))
         statuses = [] if policy is None or policy.is_public else [401, 403, 429]
-        if policy is not None and policy.resource in path:
+        if policy is not None and f"{{{policy.resource}}}" in path:
             statuses.append(404)
         if takes_body:
             statuses += [413, 415]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
-from control_plane.core.errors import error_responses
+from control_plane.core.openapi_errors import error_responses
 from control_plane.core.state import SessionDep, SettingsDep
 from control_plane.core.types import KeyIdPath
 from control_plane.keys import service

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from control_plane.core.settings import parse_rate
 from control_plane.core.types import RequestBody, ResourceId
@@ -38,7 +38,7 @@ class KeyCreate(RequestBody):
     name: str = Field("", max_length=200)
     scopes: list[Scope] = Field(min_length=1)
     project_id: ResourceId | None = None
-    expires_at: datetime | None = Field(
+    expires_at: AwareDatetime | None = Field(
         None, strict=False, description="With a timezone, e.g. 2030-01-01T00:00:00Z"
     )
     rate_limit: str | None = Field(None, description="e.g. '500/minute'; default from settings")
@@ -48,13 +48,6 @@ class KeyCreate(RequestBody):
     def _iso_text(cls, value: object) -> object:
         if value is not None and not isinstance(value, str | datetime):
             raise ValueError("expires_at must be an ISO 8601 date-time string")
-        return value
-
-    @field_validator("expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("expires_at needs a timezone (e.g. 2030-01-01T00:00:00Z)")
         return value
 
     @field_validator("rate_limit")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,6 @@ logger = logging.getLogger(__name__)
 
 class ModelLoadingError(ServiceUnavailableError):
     """The model is being loaded and will not be ready within this request's deadline."""
-
-    def __init__(self, message: str, retry_after_s: float, **details: Any) -> None:
-        super().__init__(message, **details)
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
 
 
 class ModelLifecycle:

@@ -50,11 +50,11 @@ class RegistrationGuard:
         try:
             found = await is_registered(self.sessionmaker, name)
         except SQLAlchemyError as exc:
-            unavailable = ServiceUnavailableError(
-                "the model registry cannot be read; retry shortly", triton_name=name
-            )
-            unavailable.headers = {"Retry-After": "2"}
-            raise unavailable from exc
+            raise ServiceUnavailableError(
+                "the model registry cannot be read; retry shortly",
+                retry_after_s=2,
+                triton_name=name,
+            ) from exc
         if not found:
             self.mark_deleted(name)
             raise ModelNotFoundError(f"model {name!r} is not registered", triton_name=name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control_plane.core import metrics
-from control_plane.core.errors import TritonError, error_responses
+from control_plane.core.errors import TritonError
+from control_plane.core.openapi_errors import error_responses
 from control_plane.core.state import StateDep
 from control_plane.keys.deps import GuardedRoute, ReadGlobalKey
 from control_plane.lifecycle.schemas import EngineModel, EngineStatus

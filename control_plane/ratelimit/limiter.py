@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from control_plane.core import metrics
+from control_plane.core.errors import retry_after
 from control_plane.core.settings import parse_rate
 from control_plane.ratelimit.lru import LRUDict
 from control_plane.ratelimit.resp import PipelinedRedis
@@ -65,7 +66,7 @@ class RateLimitResult:
             "X-RateLimit-Reset": str(math.ceil(self.reset_s)),
         }
         if not self.allowed:
-            headers["Retry-After"] = str(max(1, math.ceil(self.reset_s)))
+            headers.update(retry_after(self.reset_s))
         return headers
 
 
@@ -145,12 +146,14 @@ class RateLimiter:
         return future
 
     async def health(self) -> LimiterHealth:
-        """`ok` when limits are shared through Redis right now (asked over the hot
-        path's own connection), `fallback` when each process counts alone."""
+        """`ok` when limits are shared through Redis right now, `fallback` when each
+        process counts alone. Asked as requests ask it: the counting script over the hot
+        path's own connection (a PING would pass where scripting is forbidden), for a
+        key id no API key has, wanting nothing, so nothing is counted."""
         if self._connection is None:
             return "not_configured"
         try:
-            await self._connection.call("PING")
+            await self._count_in_redis(0, 1, 1.0, 0)
         except (RedisError, OSError) as exc:
             self._redis_down(exc)
             return "fallback"

@@ -11,10 +11,12 @@ import asyncio
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
-from control_plane.core.errors import TRITON_ERRORS, ConflictError, TritonError, error_responses
+from control_plane.core.errors import ConflictError, TritonError
+from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.state import LifecycleDep, SessionDep, SettingsDep, StateDep
 from control_plane.core.types import ModelIdPath
 from control_plane.db.models import Model
+from control_plane.keys.access import visible_model_ids
 from control_plane.keys.deps import (
     GuardedRoute,
     ReadAnyKey,
@@ -64,8 +66,8 @@ async def register_model(
 async def list_models(key: ReadAnyKey, session: SessionDep, state: StateDep) -> list[ModelInfo]:
     """Every registered model; a project-restricted key sees its project's models only."""
     models = await service.list_models(session)
-    if key.project_id is not None:
-        visible = (await state.routing.routes(state.sessionmaker, key.project_id)).model_ids
+    visible = await visible_model_ids(state, key)
+    if visible is not None:
         models = [m for m in models if m.id in visible]
     return [_with_status(state.lifecycle, m) for m in models]
 

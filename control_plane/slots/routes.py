@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from control_plane.core.audit import audit
-from control_plane.core.errors import TRITON_ERRORS, error_responses
+from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.state import SessionDep, StateDep
 from control_plane.core.types import ProjectIdPath, SlotIdPath
 from control_plane.keys.access import ensure_model

@@ -122,6 +122,8 @@ def test_only_the_prediction_paths_take_the_lane() -> None:
     assert match("GET", "/inference/predict/12") is None
     assert match("POST", "/inference/predict/abc") is None  # FastAPI's 422
     assert match("POST", "/inference/predict/12345678901") is None  # beyond the id column
+    assert match("POST", "/inference/predict/0") is None  # FastAPI's 422, as for any id < 1
+    assert match("POST", "/inference/predict/012") is None
     assert match("POST", "/inference/health") is None
     assert match("POST", "/api/v1/models/3") is None
 

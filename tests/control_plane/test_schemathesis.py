@@ -107,6 +107,7 @@ def _seed(url: str, admin: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("scope", ["admin", "predict"])
 def test_schemathesis_finds_nothing(
     fuzzed_stack: tuple[str, dict[str, str]], tmp_path: Path, scope: str

@@ -1,7 +1,8 @@
 """The supervisor restarts a dead child on its port, backing off while starts fail.
 
-Real redis-servers throughout: killed with SIGKILL, and kept from restarting by a
-socket holding their port (a failure a real peer produces on demand).
+A real redis-server, killed with SIGKILL, for the restart itself; for the backoff
+sequence a fake child whose starts fail a set number of times (a real one would
+need a race for its port).
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ import logging
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
+from control_plane.core.process import ProcessStartError
 from control_plane.core.redis_embedded import EmbeddedRedis, answers_ping
 from control_plane.core.supervisor import BackoffPolicy, Supervisor
 
-# Fast, so that several restarts fit in a test, yet the first restart waits long
-# enough for a test to take the dead server's port before it does.
+# Fast, so that several restarts fit in a test.
 FAST = BackoffPolicy(first_s=0.2, max_s=0.8, healthy_after_s=3600.0)
 DEADLINE_S = 30.0  # a failure guard only: every wait below is for a condition
 
@@ -54,22 +54,48 @@ def _supervised(policy: BackoffPolicy) -> Iterator[tuple[EmbeddedRedis, Supervis
         server.stop()
 
 
+class _Flaky:
+    """A child that dies on demand and then fails its next `failing` starts: the backoff
+    tests need exact failures, not a race for a port."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.alive = True
+        self.failing = 0
+
+    def die(self, failing_starts: int) -> None:
+        self.failing = failing_starts
+        self.alive = False
+
+    def start(self) -> _Flaky:
+        if self.failing:
+            self.failing -= 1
+            raise ProcessStartError("port in use")
+        self.alive = True
+        return self
+
+    def stop(self) -> None:
+        self.alive = False
+
+    def running(self) -> bool:
+        return self.alive
+
+    def exit_code(self) -> int | None:
+        return None if self.alive else -9
+
+    def interrupt(self) -> None:
+        pass
+
+
 @contextmanager
-def _port_taken_once_free(port: int) -> Iterator[None]:
-    """Hold `port` as soon as the killed server has released it: restarts then fail."""
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _await(lambda: _bound(holder, port), f"port {port} was released")
-        holder.listen()
-        yield
-
-
-def _bound(holder: socket.socket, port: int) -> bool:
+def _flaky(policy: BackoffPolicy) -> Iterator[tuple[_Flaky, Supervisor]]:
+    child = _Flaky()
+    supervisor = Supervisor([child], policy, poll_interval_s=0.02).start()
     try:
-        holder.bind(("127.0.0.1", port))
-    except OSError:
-        return False
-    return True
+        yield child, supervisor
+    finally:
+        supervisor.stop()
 
 
 def test_backoff_doubles_up_to_its_bound() -> None:
@@ -94,33 +120,24 @@ def test_killed_redis_is_restarted_on_its_port() -> None:
 
 def test_failing_restarts_back_off_then_succeed(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="control_plane.core.supervisor")
-    with _supervised(FAST) as (server, supervisor):
-        assert server.port is not None
-        os.kill(_pid(server), signal.SIGKILL)
-        with _port_taken_once_free(server.port):  # every restart now fails: port in use
-            assert supervisor.restarts(server) == 0
-            _await(lambda: len(_delays(caplog)) >= 5, "five restarts were attempted")
-        _await(lambda: supervisor.restarts(server) == 1, "the port was free again")
-        assert answers_ping("127.0.0.1", server.port, 2)
-    delays = _delays(caplog)
-    assert delays[:5] == [0.2, 0.4, 0.8, 0.8, 0.8]  # doubled, bounded by max_s
-    assert any("could not be restarted" in r.getMessage() for r in caplog.records)
+    with _flaky(FAST) as (child, supervisor):
+        child.die(failing_starts=5)
+        _await(lambda: supervisor.restarts(child) == 1, "the sixth start succeeded")
+        assert child.running()
+    assert _delays(caplog)[:6] == [0.2, 0.4, 0.8, 0.8, 0.8, 0.8]  # doubled, bounded by max_s
+    assert sum("could not be restarted" in r.getMessage() for r in caplog.records) == 5
 
 
 def test_backoff_starts_over_after_a_healthy_period(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="control_plane.core.supervisor")
     policy = BackoffPolicy(first_s=0.2, max_s=0.8, healthy_after_s=0.5)
-    with _supervised(policy) as (server, supervisor):
-        assert server.port is not None
-        os.kill(_pid(server), signal.SIGKILL)
-        with _port_taken_once_free(server.port):
-            assert supervisor.restarts(server) == 0
-            _await(lambda: len(_delays(caplog)) >= 3, "three restarts were attempted")
-        _await(lambda: supervisor.restarts(server) == 1, "the port was free again")
+    with _flaky(policy) as (child, supervisor):
+        child.die(failing_starts=2)
+        _await(lambda: supervisor.restarts(child) == 1, "the third start succeeded")
         assert _delays(caplog)[:3] == [0.2, 0.4, 0.8]
         restarted_at = time.monotonic()
         _await(lambda: time.monotonic() - restarted_at > 2 * policy.healthy_after_s, "healthy")
         attempts = len(_delays(caplog))
-        os.kill(_pid(server), signal.SIGKILL)
-        _await(lambda: supervisor.restarts(server) == 2, "restarted after the healthy run")
+        child.die(failing_starts=0)
+        _await(lambda: supervisor.restarts(child) == 2, "restarted after the healthy run")
     assert _delays(caplog)[attempts] == policy.first_s
