@@ -73,15 +73,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             await asyncio.to_thread(upgrade, settings.database_url)
-        engine = create_engine(settings.database_url)
-        redis = _request_redis(settings.redis_url)
-        # First: a REDIS_URL the limiter cannot share limits through refuses to start.
+        redis = _request_redis(settings.redis_url)  # connects lazily: nothing to close yet
+        # First: a REDIS_URL the limiter cannot share limits through refuses to start,
+        # before anything that would need closing exists.
         limiter = RateLimiter(
             redis,
             settings.rate_limit,
             settings.rate_limit_fallback,
             namespace=settings.deployment_id,
         )
+        engine = create_engine(settings.database_url)
         events_redis = _events_redis(settings.events_redis_url)
         secret = settings.secret_key.get_secret_value()
         sessionmaker = create_sessionmaker(engine)
