@@ -24,9 +24,30 @@ def test_families_stand_together_with_one_type_line() -> None:
     assert lines.count("# TYPE conch_test_family_total counter") == 1
 
 
-async def test_metrics_endpoint_counts_responses_by_status(client: httpx.AsyncClient) -> None:
-    await client.get("/inference/no-such-route")
+_NOT_FOUND_SAMPLE = 'conch_http_responses_total{status="404"}'
+
+
+def _sample(exposition: str, sample: str) -> int:
+    """A counter's value in Prometheus' text format; 0 while it has never counted."""
+    for line in exposition.splitlines():
+        name, _, count = line.rpartition(" ")
+        if name == sample:
+            return int(count)
+    return 0
+
+
+async def _scrape(client: httpx.AsyncClient) -> str:
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert 'conch_http_responses_total{status="404"}' in response.text
+    return response.text
+
+
+async def test_metrics_endpoint_counts_responses_by_status(client: httpx.AsyncClient) -> None:
+    # Counters are per process and earlier tests have counted 404s too: the
+    # difference this test's own request makes is what it checks.
+    before = _sample(await _scrape(client), _NOT_FOUND_SAMPLE)
+    missing = await client.get("/inference/no-such-route")
+    assert missing.status_code == 404
+    after = _sample(await _scrape(client), _NOT_FOUND_SAMPLE)
+    assert after - before == 1

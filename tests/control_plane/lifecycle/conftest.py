@@ -1,23 +1,24 @@
 """Two replicas (control plane + its own embedded Triton each) over one Redis and one SQL.
 
 Started once for the whole directory: Triton start-up is the expensive part. The
-replicas reconcile every 2 s and keep at most two unpinned models loaded.
+replicas reconcile every 2 s and keep at most two unpinned models loaded. Every wait
+ends as soon as its condition holds; DEADLINE_S only guards against a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from tritonclient.grpc import InferenceServerClient
 
 from control_plane.cli.keys_db import create_key_in_database
 from control_plane.core.process import free_port
@@ -43,18 +44,9 @@ REPLICA_ENV = {
 }
 
 
-def _busy() -> bool:
-    return os.getloadavg()[0] / (os.cpu_count() or 1) > 1.5
-
-
-def swap_bound_s() -> float:
-    """5 s on this machine when it is ours; more while other work saturates its cores."""
-    return 10.0 if _busy() else 5.0
-
-
-def load_slack_s() -> float:
-    """A small model's load and warm-up: 2-3 s on these two cores, longer when shared."""
-    return 6.0 if _busy() else 3.0
+# A guard against a hang, never a speed claim: loads take seconds here, many more while
+# other suites share the two cores.
+DEADLINE_S = 60.0
 
 
 @dataclass
@@ -68,6 +60,7 @@ class Cluster:
     slot_id: int
     seeds: list[int]
     slot_model_id: int = 0  # what the project's only slot serves now
+    triton_grpc_urls: list[str] = field(default_factory=list)  # replica i's own Triton
 
     @property
     def admin(self) -> dict[str, str]:
@@ -98,6 +91,13 @@ class Cluster:
         response = httpx.get(f"{self.urls[replica]}/inference/models", timeout=15)
         return set(response.json()["models"])
 
+    def triton_ready(self, replica: int) -> set[str]:
+        """Models READY in the replica's own Triton, from Triton's repository index
+        (never from Conch's bookkeeping, which a failed unload would not correct)."""
+        with InferenceServerClient(self.triton_grpc_urls[replica]) as triton:
+            index = triton.get_model_repository_index(as_json=True)
+        return {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
+
     def wait_listening(self, timeout_s: float = 20.0) -> None:
         """Until every replica's event listener is subscribed (after a Redis restart it
         reconnects with backoff, and events sent meanwhile reach no one)."""
@@ -106,7 +106,7 @@ class Cluster:
             assert time.monotonic() < deadline, "listeners did not resubscribe"
             time.sleep(0.1)
 
-    def wait_loaded_everywhere(self, model_id: int, timeout_s: float) -> float:
+    def wait_loaded_everywhere(self, model_id: int, timeout_s: float = DEADLINE_S) -> float:
         """Seconds until every replica lists the model as loaded."""
         started = time.monotonic()
         pending = set(range(len(self.urls)))
@@ -144,6 +144,14 @@ def _start_triton(repository: Path) -> EmbeddedTriton:
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with start_cluster(tmp_path_factory, REPLICA_ENV) as started:
+        yield started
+
+
+@contextmanager
+def start_cluster(
+    tmp_path_factory: pytest.TempPathFactory, replica_env: dict[str, str]
+) -> Iterator[Cluster]:
     repository = tmp_path_factory.mktemp("lifecycle_repository")
     write_recommender(repository, "lc_base", seed=7)
     database_url = f"sqlite:///{tmp_path_factory.mktemp('lifecycle_sql') / 'conch.db'}"
@@ -168,7 +176,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             )
             for triton in tritons
         ]
-        urls = [stack.enter_context(uvicorn_replica(s, logs, REPLICA_ENV)) for s in settings]
+        urls = [stack.enter_context(uvicorn_replica(s, logs, replica_env)) for s in settings]
         admin_key = asyncio.run(create_key_in_database(settings[0], scopes=["admin"]))
         headers = {"X-API-Key": admin_key}
         base = httpx.post(
@@ -185,5 +193,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         assert slot.status_code == 201, slot.text
         yield Cluster(
-            urls, redis, repository, admin_key, base, project, slot.json()["id"], [], base
+            urls,
+            redis,
+            repository,
+            admin_key,
+            base,
+            project,
+            slot.json()["id"],
+            [],
+            base,
+            [triton.grpc_url for triton in tritons],
         )

@@ -1,31 +1,25 @@
-"""Pub/Sub is lossy: SQL plus periodic reconciliation make every replica converge anyway."""
+"""Pub/Sub is lossy: SQL plus periodic reconciliation make every replica converge anyway.
+
+Each test waits for convergence itself (DEADLINE_S is a guard against a hang, not a
+speed claim): while Redis is down no event can explain it, only reconciliation.
+"""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
-from tests.control_plane.lifecycle.conftest import RECONCILE_S, Cluster, load_slack_s
-
-
-def _bound_s() -> float:
-    """One reconciliation period to notice, plus the load and warm-up of a small model."""
-    return RECONCILE_S + load_slack_s()
+from tests.control_plane.lifecycle.conftest import Cluster
 
 
 def test_model_registered_while_redis_down_converges_after_restart(cluster: Cluster) -> None:
     cluster.redis.stop()
     try:
         model_id = cluster.register(cluster.new_model(), replica=0)  # model_trained is lost
-        registered = time.monotonic()
     finally:
         cluster.redis.start()
     cluster.wait_listening()
-    elapsed = cluster.wait_loaded_everywhere(model_id, timeout_s=_bound_s() + 5)
-    since_registration = time.monotonic() - registered
-    print(f"\nRedis back: both replicas converged {since_registration:.2f}s after registration")
-    assert since_registration <= _bound_s(), elapsed
+    elapsed = cluster.wait_loaded_everywhere(model_id)
+    print(f"\nRedis back: both replicas converged {elapsed:.2f}s after the restart")
     cluster.wait_listening()
 
 
@@ -35,9 +29,8 @@ def test_model_registered_with_redis_down_throughout_converges_by_reconcile(
     cluster.redis.stop()
     try:
         model_id = cluster.register(cluster.new_model(), replica=0)
-        elapsed = cluster.wait_loaded_everywhere(model_id, timeout_s=_bound_s() + 5)
+        elapsed = cluster.wait_loaded_everywhere(model_id)
         print(f"\nRedis down: both replicas converged {elapsed:.2f}s after registration")
-        assert elapsed <= _bound_s()
         health = httpx.get(f"{cluster.urls[1]}/inference/health", timeout=5).json()
         assert health["status"] == "degraded"
         assert health["components"]["redis"] == "down"
@@ -50,7 +43,7 @@ def test_slot_change_while_redis_down_is_served_at_once_by_every_replica(
     cluster: Cluster,
 ) -> None:
     new_id = cluster.register(cluster.new_model())
-    cluster.wait_loaded_everywhere(new_id, timeout_s=_bound_s() + 5)
+    cluster.wait_loaded_everywhere(new_id)
 
     def served_by(replica: int) -> int:
         response = httpx.post(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from control_plane.core import metrics
 from control_plane.core.settings import Settings
 from control_plane.events.schemas import EventAdapter, SlotChanged
+from control_plane.lifecycle.reconciler import pinned_models
 from control_plane.lifecycle.status import LoadState
 from tests.control_plane.conftest import make_project, state_of
 from tests.control_plane.recommender_model import write_recommender
@@ -119,7 +121,26 @@ async def test_model_info_metrics_engine_health_and_readiness(
         "rate_limiter",
         "repository",
     }
-    assert (await client.get("/inference/ready")).status_code in (200, 503)
+
+
+async def test_ready_once_reconciled_with_every_pinned_model_loaded_in_triton(
+    app: FastAPI, client: httpx.AsyncClient, admin_key: str, model_ids: dict[str, int]
+) -> None:
+    """The state is set up here, whatever earlier tests left: a slot pins model a, the
+    reconciler has read every pinned model from SQL, and each is loaded."""
+    await make_project(client, admin_key, [("ready", model_ids["a"], 100)])
+    state = state_of(app)
+    async with state.sessionmaker() as session:
+        pinned = await pinned_models(session)
+    deadline = time.monotonic() + 60  # a guard: slot_changed wakes a pass at once
+    while state.lifecycle.pinned != pinned or state.reconciler.passes == 0:
+        assert time.monotonic() < deadline, (sorted(state.lifecycle.pinned), sorted(pinned))
+        await asyncio.sleep(0.05)
+    for name in pinned:
+        await state.lifecycle.wait_loaded(name, 60)
+    response = await client.get("/inference/ready")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"ready": True, "pinned": len(pinned), "missing": []}
 
 
 async def test_deleting_a_model_unloads_it_and_a_model_in_a_slot_cannot_be_deleted(
