@@ -3,8 +3,10 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY control_plane ./control_plane
+COPY conch_manifest ./conch_manifest
 COPY exporters ./exporters
 COPY triton ./triton
+# No extras: the embedded Triton/Redis, the demo and the benchmark stay out of the image.
 RUN pip install --no-cache-dir .
 EXPOSE 8081
 USER nobody

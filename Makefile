@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/conch demo
 
+SOURCES := control_plane exporters conch_manifest conch_embedded conch_bench tests
+
 lint: setup
-	$(BIN)/ruff check control_plane exporters tests
-	$(BIN)/ruff format --check control_plane exporters tests
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest

@@ -2,7 +2,7 @@
 
 The lifespan creates, once per process, the SQL engine, the Redis client, the
 Triton gRPC client, the key verifier, the rate limiter and the event listener;
-handlers receive them through the dependency aliases in core/state.py.
+handlers find them by type through `Components` (core/components.py, state.py).
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from control_plane.abtest.routes import router as abtest_router
 from control_plane.core.body_limit import BodyLimit
 from control_plane.core.errors import install_error_handlers
 from control_plane.core.loopback import LoopbackOnly
-from control_plane.core.metrics_route import router as metrics_router
 from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
-from control_plane.core.state import AppState
 from control_plane.db.engine import create_engine, create_sessionmaker
 from control_plane.db.migrate import upgrade
 from control_plane.events.bus import EventBus
@@ -35,11 +33,13 @@ from control_plane.keys.verifier import KeyVerifier
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.lifecycle.routes import router as engine_router
+from control_plane.metrics_route import router as metrics_router
 from control_plane.projects.routes import router as projects_router
 from control_plane.ratelimit.limiter import RateLimiter
 from control_plane.registry.routes import router as registry_router
+from control_plane.routing.cache import RoutingCache
 from control_plane.slots.routes import router as slots_router
-from control_plane.slots.routing import RoutingCache
+from control_plane.state import AppState
 from control_plane.triton.client import TritonGateway
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         state.events.start()
         state.reconciler.start()  # the first pass runs now, not after a whole period
         app.state.conch = state
+        app.state.components = state.components()
         try:
             yield
         finally:

@@ -1,4 +1,4 @@
-"""`conch export ...`: one subcommand per framework, plus `demo`.
+"""`conch export ...`: one subcommand per framework.
 
 Every export converts the model, writes it to a staging directory inside the
 model repository, checks parity through a private embedded Triton and only
@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from control_plane.core.paths import default_model_repository
-from control_plane.core.process import ProcessStartError
+from conch_embedded.process import ProcessStartError
+from conch_manifest.locations import default_model_repository
 from exporters.errors import ExportError
 from exporters.pipeline import ExportResult, ProgressHook, ServingOptions
 from exporters.repository import validate_name
@@ -334,27 +334,5 @@ def recommender(
     )  # fmt: skip
 
 
-@app.command(help="Build the demo models (offline, seeded); a no-op when they are already built.")
-def demo(
-    repository: RepositoryOpt = None,
-    instance_kind: Annotated[
-        InstanceKind, typer.Option(help="Where the TorchScript MLP runs (the others stay on CPU).")
-    ] = InstanceKind.cpu,
-) -> None:
-    from exporters.demo import build_demo
-
-    try:
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-        ) as progress:
-            task = progress.add_task("demo models", total=None)
-            built = build_demo(
-                _repository(repository),
-                progress=lambda message: progress.update(task, description=f"demo: {message}"),
-                instance_kind="gpu" if instance_kind is InstanceKind.gpu else "cpu",
-            )
-    except (ExportError, ProcessStartError, OSError) as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    for field, value in built.model_dump(exclude={"demo_version"}).items():
-        console.print(f"{field}: {value}")
+def register(conch: typer.Typer) -> None:
+    conch.add_typer(app, name="export")

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from conch_manifest.schema import ParityResult
 from exporters.arrays import Array
-from exporters.manifest import ParityResult
 
 PROBABILITY_TOLERANCE = 1e-5
 RELATIVE_TOLERANCE = 1e-4

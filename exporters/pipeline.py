@@ -14,16 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from conch_manifest.schema import Framework, Manifest, RecommenderSpec, Task, TensorSpec
 from exporters.arrays import Array
 from exporters.config import InstanceKind, ModelConfigSpec, render_config
 from exporters.errors import ExportError
-from exporters.manifest import (
-    Framework,
-    Manifest,
-    RecommenderSpec,
-    Task,
-    TensorSpec,
-)
 from exporters.parity import Comparator
 from exporters.repository import find_published, staged_files, triton_name_for
 from exporters.session import ExportSession

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters import parity
-from exporters.arrays import Array
-from exporters.config import ModelConfigSpec, TensorConfig
-from exporters.errors import ExportError
-from exporters.implicit import RecommenderModel
-from exporters.manifest import (
+from conch_manifest.schema import (
     RECOMMENDER_INPUT,
     RECOMMENDER_ITEMS,
     RECOMMENDER_SCORES,
     RecommenderSpec,
     TensorSpec,
 )
+from exporters import parity
+from exporters.arrays import Array
+from exporters.config import ModelConfigSpec, TensorConfig
+from exporters.errors import ExportError
+from exporters.implicit import RecommenderModel
 from exporters.pipeline import (
     Artifact,
     ExportResult,

@@ -18,17 +18,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from conch_manifest.layout import ManifestFileOutsideModelError, load_manifest, verify_files
+from conch_manifest.names import InvalidModelNameError, check_model_name
+from conch_manifest.schema import MANIFEST_FILENAME, Manifest, sha256_file
 from exporters.errors import ExportError
-from exporters.manifest import (
-    MANIFEST_FILENAME,
-    InvalidModelNameError,
-    Manifest,
-    ManifestFileOutsideModelError,
-    check_model_name,
-    load_manifest,
-    sha256_file,
-    verify_files,
-)
 
 MODEL_VERSION = "1"
 STAGING_PREFIX = ".conch-staging-"
@@ -37,7 +30,7 @@ MAX_EXPORT_NAME_LENGTH = 100
 
 
 def validate_name(name: str) -> str:
-    """The registry's rule (exporters/manifest.py), so every export can be registered."""
+    """The registry's rule (conch_manifest/names.py), so every export can be registered."""
     try:
         return check_model_name(name, max_length=MAX_EXPORT_NAME_LENGTH)
     except InvalidModelNameError as exc:

@@ -15,8 +15,8 @@ import numpy as np
 from tritonclient import grpc as triton_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from control_plane.core.process import free_port
-from control_plane.triton.embedded import EmbeddedTriton
+from conch_embedded.process import free_port
+from conch_embedded.triton_server import EmbeddedTriton
 from exporters.arrays import Array
 from exporters.errors import ExportError
 from exporters.repository import StagingArea

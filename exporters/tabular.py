@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from conch_manifest.schema import Framework, TensorSpec
 from exporters import parity
 from exporters.arrays import Array
 from exporters.config import ModelConfigSpec, TensorConfig
 from exporters.errors import ExportError
-from exporters.manifest import Framework, TensorSpec
 from exporters.pipeline import Artifact, ParityCase, ServingOptions, config_dims
 
 INPUT_NAME = "input"

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from conch_manifest.schema import Task, TensorSpec
 from exporters import parity
 from exporters.arrays import Array
 from exporters.config import ModelConfigSpec, TensorConfig
 from exporters.errors import ExportError
-from exporters.manifest import Task, TensorSpec
 from exporters.pipeline import (
     Artifact,
     ExportResult,

@@ -17,9 +17,9 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from control_plane.core.process import free_port
-from control_plane.core.redis_embedded import EmbeddedRedis
-from control_plane.triton.embedded import EmbeddedTriton
+from conch_embedded.process import free_port
+from conch_embedded.redis_server import EmbeddedRedis
+from conch_embedded.triton_server import EmbeddedTriton
 
 
 def _has_cuda() -> bool:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from control_plane.core.paths import PROJECT_ROOT
-from control_plane.core.process import free_port
-from exporters.demo import DEMO_SOURCES
+from conch_embedded.demo.models import DEMO_SOURCES
+from conch_embedded.process import free_port
+from conch_manifest.locations import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -14,14 +14,14 @@ from control_plane.abtest.schemas import (
     ConversionEventsAccepted,
     PromoteRequest,
 )
-from control_plane.core.audit import audit
 from control_plane.core.errors import ConflictError
 from control_plane.core.openapi_errors import error_responses
-from control_plane.core.state import SessionDep
 from control_plane.core.types import ProjectIdPath
+from control_plane.db.audit import audit
+from control_plane.db.session import SessionDep
 from control_plane.keys.access import ensure_project
 from control_plane.keys.deps import GuardedRoute, PredictAnyKey, ReadProjectKey, WriteProjectKey
-from control_plane.slots.repository import get_project
+from control_plane.routing.repository import get_project
 from control_plane.slots.schemas import SlotRead
 
 router = APIRouter(tags=["a/b testing"], route_class=GuardedRoute)

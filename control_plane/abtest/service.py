@@ -21,7 +21,7 @@ from control_plane.abtest.schemas import (
 from control_plane.core.errors import BadRequestError
 from control_plane.db.base import utcnow
 from control_plane.db.models import ConversionEvent, DeploymentSlot
-from control_plane.slots.repository import project_slots
+from control_plane.routing.repository import project_slots
 from control_plane.slots.service import slot_changed
 
 

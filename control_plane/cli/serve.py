@@ -1,4 +1,10 @@
-"""`conch serve`: the embedded stack plus the control plane, until Ctrl-C or SIGTERM."""
+"""`conch serve`: the control plane, with the embedded Triton and Redis where no
+external one is given, until Ctrl-C or SIGTERM.
+
+Against an external Triton (`--triton-url`) and Redis (`REDIS_URL`) nothing of the
+embedded stack is imported: that is how production runs, with `pip install conch`
+and no extras.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,20 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 import uvicorn
 from rich.console import Console
 
+from conch_manifest.locations import default_model_repository
 from control_plane.cli.config import cli_settings
-from control_plane.core.paths import default_model_repository
-from control_plane.core.process import ProcessStartError
-from control_plane.core.stack import EmbeddedStack, StackConfig
+
+if TYPE_CHECKING:
+    from conch_embedded.stack import StackConfig
 
 console = Console(stderr=True)
 
@@ -72,11 +80,19 @@ def serve(
     Triton is embedded unless --triton-url names one; Redis is embedded unless
     REDIS_URL is set; SQL is SQLite unless DATABASE_URL is set. An embedded Triton
     or Redis that dies is restarted on the same ports, with backoff."""
+    redis_url = os.environ.get("REDIS_URL") or None
+    repository = repository.resolve()
+    if triton_url is not None and redis_url is not None:
+        external = ExternalStack(repository, host, triton_url, triton_http_url or "", redis_url)
+        run_stack(external, port=port, workers=workers)
+        return
+    from conch_embedded.stack import StackConfig  # the embedded extra: imported only here
+
     config = StackConfig(
-        model_repository=repository.resolve(),
+        model_repository=repository,
         triton_url=triton_url,
         triton_http_url=triton_http_url,
-        redis_url=os.environ.get("REDIS_URL") or None,
+        redis_url=redis_url,
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
@@ -85,12 +101,44 @@ def serve(
     run_stack(config, port=port, workers=workers)
 
 
+class Stack(Protocol):
+    """What the control plane is pointed at, started and stopped around serving it."""
+
+    @property
+    def triton_grpc_url(self) -> str: ...
+    @property
+    def triton_http_url(self) -> str: ...
+    @property
+    def triton_metrics_url(self) -> str | None: ...
+    @property
+    def redis_url(self) -> str: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ExternalStack:
+    """An external Triton and Redis: nothing to start or stop."""
+
+    model_repository: Path
+    host: str
+    triton_grpc_url: str
+    triton_http_url: str
+    redis_url: str
+    triton_metrics_url: str | None = None
+
+    def start(self) -> ExternalStack:
+        return self
+
+    def stop(self) -> None:
+        pass
+
+
 def run_stack(
-    config: StackConfig,
+    config: StackConfig | ExternalStack,
     *,
     port: int | None,
     workers: int,
-    before_serve: Callable[[EmbeddedStack, int], None] | None = None,
+    before_serve: Callable[[Stack, int], None] | None = None,
 ) -> None:
     """Start the stack, run `before_serve` (e.g. seed the demo), serve, tear everything down.
 
@@ -107,17 +155,12 @@ def run_stack(
 
 
 def _serve_stack(
-    config: StackConfig,
+    config: StackConfig | ExternalStack,
     port: int,
     workers: int,
-    before_serve: Callable[[EmbeddedStack, int], None] | None,
+    before_serve: Callable[[Stack, int], None] | None,
 ) -> None:
-    try:
-        with console.status("starting Redis and Triton..."):
-            stack = EmbeddedStack(config).start()
-    except ProcessStartError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+    stack: Stack = config if isinstance(config, ExternalStack) else _start_embedded(config)
     try:
         _export_environment(stack, config)
         if before_serve is not None:
@@ -139,6 +182,18 @@ def _serve_stack(
         signal.signal(signal.SIGINT, signal.default_int_handler)
         console.print("stopping Triton and Redis...")
         stack.stop()
+
+
+def _start_embedded(config: StackConfig) -> Stack:
+    from conch_embedded.process import ProcessStartError
+    from conch_embedded.stack import EmbeddedStack
+
+    try:
+        with console.status("starting Redis and Triton..."):
+            return EmbeddedStack(config).start()
+    except ProcessStartError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 class _StopRequested(BaseException):
@@ -163,7 +218,7 @@ def _signals_stop_the_stack() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _export_environment(stack: EmbeddedStack, config: StackConfig) -> None:
+def _export_environment(stack: Stack, config: StackConfig | ExternalStack) -> None:
     # The control plane reads its settings from the environment; uvicorn workers inherit it.
     os.environ["REDIS_URL"] = stack.redis_url
     os.environ["CONCH_TRITON_GRPC_URL"] = stack.triton_grpc_url
@@ -173,12 +228,12 @@ def _export_environment(stack: EmbeddedStack, config: StackConfig) -> None:
     os.environ["CONCH_HOST"] = config.host  # where the development key is acceptable
 
 
-def _print_urls(stack: EmbeddedStack, host: str, port: int) -> None:
+def _print_urls(stack: Stack, host: str, port: int) -> None:
     console.print(f"[bold]Conch control plane[/bold]  http://{host}:{port}  (docs: /docs)")
     console.print(f"Triton gRPC           {stack.triton_grpc_url}")
     if stack.triton_http_url:
         console.print(f"Triton HTTP           http://{stack.triton_http_url}")
-    if stack.triton is not None:
-        console.print(f"Triton metrics        {stack.triton.metrics_url}")
+    if stack.triton_metrics_url:
+        console.print(f"Triton metrics        {stack.triton_metrics_url}")
     console.print(f"Redis                 {stack.redis_url}")
     console.print("Press Ctrl-C to stop.")

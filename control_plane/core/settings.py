@@ -16,8 +16,8 @@ import pydantic
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conch_manifest.locations import default_model_repository, state_dir
 from control_plane.core import secret_rules
-from control_plane.core.paths import default_model_repository, state_dir
 
 # Public (it is in this repository): accepted only with CONCH_ENVIRONMENT=development on
 # a loopback CONCH_HOST; everywhere else Settings refuses to be built with it.

@@ -11,29 +11,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from control_plane.core.components import Components
 from control_plane.core.request_id import current_request_id
-from control_plane.core.state import AppState
+from control_plane.inference.runtime import RuntimeCache
 from control_plane.inference.schemas import BatchPredictRequest, PredictRequest
 from control_plane.inference.service import recommend, recommend_one
 from control_plane.keys.schemas import Principal
-from control_plane.slots.selection import choose_slot
+from control_plane.routing.cache import RoutingCache
+from control_plane.routing.selection import choose_slot
+from control_plane.triton.client import TritonGateway
 
 Payload = dict[str, Any]
 
 
 async def predict_for_user(
-    state: AppState, key: Principal, model_id: int, body: PredictRequest
+    app: Components, key: Principal, model_id: int, body: PredictRequest
 ) -> Payload:
-    runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
-    items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
+    runtime = await app.get(RuntimeCache).recommender(app.get(async_sessionmaker), model_id)
+    items = await recommend_one(app.get(TritonGateway), runtime, body.user_id, body.cutoff)
     return {"items": items, "model_id": model_id, "request_id": current_request_id()}
 
 
 async def predict_for_users(
-    state: AppState, key: Principal, model_id: int, body: BatchPredictRequest
+    app: Components, key: Principal, model_id: int, body: BatchPredictRequest
 ) -> Payload:
-    runtime = await state.runtimes.recommender(state.sessionmaker, model_id)
-    lists = await recommend(state.triton, runtime, body.user_ids, body.cutoff)
+    runtime = await app.get(RuntimeCache).recommender(app.get(async_sessionmaker), model_id)
+    lists = await recommend(app.get(TritonGateway), runtime, body.user_ids, body.cutoff)
     request_id = current_request_id()
     return {
         "results": [{"items": i, "model_id": model_id, "request_id": request_id} for i in lists]
@@ -41,12 +46,13 @@ async def predict_for_users(
 
 
 async def predict_for_project(
-    state: AppState, key: Principal, project_id: int, body: PredictRequest
+    app: Components, key: Principal, project_id: int, body: PredictRequest
 ) -> Payload:
-    routes = await state.routing.routes(state.sessionmaker, project_id)
+    sessionmaker = app.get(async_sessionmaker)
+    routes = await app.get(RoutingCache).routes(sessionmaker, project_id)
     slot = choose_slot(routes.slots, user_id=body.user_id, sticky=routes.sticky, salt=routes.salt)
-    runtime = await state.runtimes.recommender(state.sessionmaker, slot.model_id)
-    items = await recommend_one(state.triton, runtime, body.user_id, body.cutoff)
+    runtime = await app.get(RuntimeCache).recommender(sessionmaker, slot.model_id)
+    items = await recommend_one(app.get(TritonGateway), runtime, body.user_id, body.cutoff)
     return {
         "items": items,
         "model_id": slot.model_id,

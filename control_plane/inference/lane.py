@@ -27,6 +27,7 @@ import orjson
 import pydantic
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from control_plane.core.components import Components
 from control_plane.core.errors import (
     ConchError,
     PayloadTooLargeError,
@@ -34,7 +35,7 @@ from control_plane.core.errors import (
     http_error_response,
     validation_error_response,
 )
-from control_plane.core.state import AppState
+from control_plane.core.settings import Settings
 from control_plane.inference.handlers import (
     Payload,
     predict_for_project,
@@ -47,7 +48,7 @@ from control_plane.keys.access import Policy
 from control_plane.keys.deps import PREDICT_MODEL, PREDICT_PROJECT, enforce_rate_limit, require_json
 from control_plane.keys.schemas import Principal
 
-Handler = Callable[[AppState, Principal, int, Any], Awaitable[Payload]]
+Handler = Callable[[Components, Principal, int, Any], Awaitable[Payload]]
 
 # Path ids as the routes accept them (1 and up, no leading zero); anything else,
 # longer digit strings included, goes to FastAPI, whose validation answers it.
@@ -105,13 +106,15 @@ class PredictionLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         matched = match(scope["method"], scope["path"]) if scope["type"] == "http" else None
-        state: AppState | None = getattr(scope["app"].state, "conch", None) if matched else None
-        if matched is None or state is None or not state.settings.fast_lane:
+        components: Components | None = (
+            getattr(scope["app"].state, "components", None) if matched else None
+        )
+        if matched is None or components is None or not components.get(Settings).fast_lane:
             await self.app(scope, receive, send)
             return
         route, resource_id = matched
         try:
-            payload = await _serve(state, route, resource_id, scope, receive)
+            payload = await _serve(components, route, resource_id, scope, receive)
         except ConchError as exc:
             await conch_error_response(exc)(scope, receive, send)
             return
@@ -130,17 +133,17 @@ class PredictionLane:
 
 
 async def _serve(
-    state: AppState, route: LaneRoute, resource_id: int, scope: Scope, receive: Receive
+    components: Components, route: LaneRoute, resource_id: int, scope: Scope, receive: Receive
 ) -> Payload | None:
     # The routes' order: the key, its rate limit, its scope and resource, then the body.
     headers = _headers(scope)
-    principal, limit_check = await route.policy.admit(state, headers.get("x-api-key"))
+    principal, limit_check = await route.policy.admit(components, headers.get("x-api-key"))
     if limit_check is None:
-        return await _predict(state, route, principal, resource_id, headers, receive)
+        return await _predict(components, route, principal, resource_id, headers, receive)
     if limit_check.done():  # a key known to be over its limit: refused before any Triton work
         enforce_rate_limit(limit_check.result())
     try:
-        payload = await _predict(state, route, principal, resource_id, headers, receive)
+        payload = await _predict(components, route, principal, resource_id, headers, receive)
     except BaseException:
         # Over the limit, the 429 is the answer whatever the prediction did.
         enforce_rate_limit(await limit_check)
@@ -150,20 +153,20 @@ async def _serve(
 
 
 async def _predict(
-    state: AppState,
+    components: Components,
     route: LaneRoute,
     principal: Principal,
     resource_id: int,
     headers: dict[str, str],
     receive: Receive,
 ) -> Payload | None:
-    await route.policy.authorize(state, principal, resource_id)
+    await route.policy.authorize(components, principal, resource_id)
     require_json(headers)
     raw_body = await _read_body(receive)
     if raw_body is None:
         return None
     body = route.body.model_validate_json(raw_body)
-    return await route.handler(state, principal, resource_id, body)
+    return await route.handler(components, principal, resource_id, body)
 
 
 def _headers(scope: Scope) -> dict[str, str]:

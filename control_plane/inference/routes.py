@@ -6,16 +6,21 @@ import asyncio
 from collections.abc import Awaitable
 
 from fastapi import APIRouter
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from control_plane.core.components import ComponentsDep
 from control_plane.core.errors import DEFAULT_RETRY_AFTER_S, TritonError, retry_after
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.responses import OrjsonResponse
-from control_plane.core.state import SessionDep, StateDep
+from control_plane.core.settings import Settings
 from control_plane.core.types import ModelIdPath, ProjectIdPath
 from control_plane.db.models import Model
+from control_plane.db.session import SessionDep
+from control_plane.events.bus import EventBus
 from control_plane.inference.handlers import (
     predict_for_project,
     predict_for_user,
@@ -32,6 +37,10 @@ from control_plane.inference.schemas import (
     ReadinessResponse,
 )
 from control_plane.keys.deps import GuardedRoute, PredictModelKey, PredictProjectKey, Public
+from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.reconciler import Reconciler
+from control_plane.ratelimit.limiter import RateLimiter
+from control_plane.triton.client import TritonGateway
 
 router = APIRouter(prefix="/inference", tags=["inference"], route_class=GuardedRoute)
 
@@ -49,9 +58,9 @@ router = APIRouter(prefix="/inference", tags=["inference"], route_class=GuardedR
     responses=error_responses(400, *TRITON_ERRORS),
 )
 async def predict(
-    model_id: ModelIdPath, body: PredictRequest, key: PredictModelKey, state: StateDep
+    model_id: ModelIdPath, body: PredictRequest, key: PredictModelKey, components: ComponentsDep
 ) -> OrjsonResponse:
-    return OrjsonResponse(await predict_for_user(state, key, model_id, body))
+    return OrjsonResponse(await predict_for_user(components, key, model_id, body))
 
 
 @router.post(
@@ -60,9 +69,12 @@ async def predict(
     responses=error_responses(400, *TRITON_ERRORS),
 )
 async def predict_batch(
-    model_id: ModelIdPath, body: BatchPredictRequest, key: PredictModelKey, state: StateDep
+    model_id: ModelIdPath,
+    body: BatchPredictRequest,
+    key: PredictModelKey,
+    components: ComponentsDep,
 ) -> OrjsonResponse:
-    return OrjsonResponse(await predict_for_users(state, key, model_id, body))
+    return OrjsonResponse(await predict_for_users(components, key, model_id, body))
 
 
 @router.post(
@@ -71,9 +83,12 @@ async def predict_batch(
     responses=error_responses(400, *TRITON_ERRORS),
 )
 async def predict_project(
-    project_id: ProjectIdPath, body: PredictRequest, key: PredictProjectKey, state: StateDep
+    project_id: ProjectIdPath,
+    body: PredictRequest,
+    key: PredictProjectKey,
+    components: ComponentsDep,
 ) -> OrjsonResponse:
-    return OrjsonResponse(await predict_for_project(state, key, project_id, body))
+    return OrjsonResponse(await predict_for_project(components, key, project_id, body))
 
 
 async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:
@@ -90,23 +105,26 @@ async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:
     responses={503: {"model": HealthResponse, "description": "Triton is down"}},
     dependencies=[Public],
 )
-async def health(state: StateDep) -> OrjsonResponse:
+async def health(app: ComponentsDep) -> OrjsonResponse:
     """Per component; `degraded` when something other than Triton is down, never a lie."""
-    triton_live = await state.triton.is_live()
+    triton = app.get(TritonGateway)
+    events = app.get(EventBus)
+    redis = app.find(Redis)
+    triton_live = await triton.is_live()
     components = {
         "triton": "ok" if triton_live else "down",
-        "sql": await _check(_sql_ping(state)),
-        "redis": "not_configured" if state.redis is None else await _check(state.redis.ping()),
+        "sql": await _check(_sql_ping(app.get(AsyncEngine))),
+        "redis": "not_configured" if redis is None else await _check(redis.ping()),
         "listener": "not_configured"
-        if state.events.redis is None
-        else ("ok" if state.events.subscribed.is_set() else "down"),
+        if events.redis is None
+        else ("ok" if events.subscribed.is_set() else "down"),
         # `fallback`: limits are per process right now, not shared by the replicas.
-        "rate_limiter": await state.limiter.health()
-        if state.settings.rate_limit_enabled
+        "rate_limiter": await app.get(RateLimiter).health()
+        if app.get(Settings).rate_limit_enabled
         else "disabled",
     }
     # Entries Triton cannot use are skipped, the rest serves: degraded, not down.
-    bad_entries = state.lifecycle.repository_problems()
+    bad_entries = app.get(ModelLifecycle).repository_problems()
     components["repository"] = "degraded" if bad_entries else "ok"
     body = {"components": components, "bad_entries": bad_entries}
     if not triton_live:  # a control plane without its Triton serves nothing
@@ -114,12 +132,12 @@ async def health(state: StateDep) -> OrjsonResponse:
         return OrjsonResponse(unhealthy, 503, headers=retry_after(DEFAULT_RETRY_AFTER_S))
     healthy = all(v in ("ok", "not_configured", "disabled") for v in components.values())
     status = "healthy" if healthy else "degraded"
-    loaded = len(await state.triton.ready_models())
+    loaded = len(await triton.ready_models())
     return OrjsonResponse({"status": status, "loaded_models": loaded, **body})
 
 
-async def _sql_ping(state: StateDep) -> None:
-    async with state.engine.connect() as connection:
+async def _sql_ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
 
 
@@ -129,19 +147,19 @@ async def _sql_ping(state: StateDep) -> None:
     responses={503: {"model": ReadinessResponse, "description": "Not ready to serve"}},
     dependencies=[Public],
 )
-async def ready(state: StateDep) -> OrjsonResponse:
+async def ready(components: ComponentsDep) -> OrjsonResponse:
     """503 + Retry-After while Triton is unreachable, and until this replica has
     reconciled once and every pinned model is loaded and warmed here. Loaded means
     in Triton's own index too, not only in memory: a restarted Triton is empty."""
-    lifecycle = state.lifecycle
+    lifecycle = components.get(ModelLifecycle)
     try:
-        in_triton = set(await asyncio.wait_for(state.triton.ready_models(), 2.0))
+        in_triton = set(await asyncio.wait_for(components.get(TritonGateway).ready_models(), 2.0))
         triton_up = True
     except (TritonError, TimeoutError):
         in_triton, triton_up = set(), False
     loaded = in_triton.intersection(lifecycle.loaded())
     missing = sorted(name for name in lifecycle.pinned if name not in loaded)
-    is_ready = triton_up and state.reconciler.passes > 0 and not missing
+    is_ready = triton_up and components.get(Reconciler).passes > 0 and not missing
     body = {"ready": is_ready, "pinned": len(lifecycle.pinned), "missing": missing}
     if is_ready:
         return OrjsonResponse(body)
@@ -149,9 +167,9 @@ async def ready(state: StateDep) -> OrjsonResponse:
 
 
 @router.get("/models", response_model=LoadedModelsResponse, dependencies=[Public])
-async def loaded_models(session: SessionDep, state: StateDep) -> LoadedModelsResponse:
+async def loaded_models(session: SessionDep, components: ComponentsDep) -> LoadedModelsResponse:
     """Ids of registered models loaded and warmed on this replica (its own Triton)."""
-    names = state.lifecycle.loaded()
+    names = components.get(ModelLifecycle).loaded()
     ids = sorted(
         (await session.scalars(select(Model.id).where(Model.triton_name.in_(names)))).all()
         if names

@@ -23,17 +23,12 @@ from typing import TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from conch_manifest.layout import load_manifest
+from conch_manifest.schema import RECOMMENDER_INPUT, RECOMMENDER_ITEMS, RECOMMENDER_SCORES, Manifest
 from control_plane.core.errors import BadRequestError, ModelLoadError, ModelNotFoundError
 from control_plane.core.request_id import current_request_id
 from control_plane.db.models import Model
 from control_plane.events.schemas import ModelDeleted
-from exporters.manifest import (
-    RECOMMENDER_INPUT,
-    RECOMMENDER_ITEMS,
-    RECOMMENDER_SCORES,
-    Manifest,
-    load_manifest,
-)
 
 logger = logging.getLogger(__name__)
 

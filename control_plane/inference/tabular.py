@@ -14,16 +14,18 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from control_plane.core.components import Components, ComponentsDep
 from control_plane.core.errors import BadRequestError
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.request_id import current_request_id
 from control_plane.core.responses import OrjsonResponse
-from control_plane.core.state import AppState, StateDep
 from control_plane.core.types import ModelIdPath, RequestBody
-from control_plane.inference.runtime import TabularRuntime
+from control_plane.inference.runtime import RuntimeCache, TabularRuntime
 from control_plane.keys.deps import GuardedRoute, PredictModelKey
 from control_plane.keys.schemas import Principal
+from control_plane.triton.client import TritonGateway
 
 MAX_ROWS = 1000
 
@@ -48,18 +50,23 @@ class TabularPredictResponse(BaseModel):
     responses=error_responses(400, *TRITON_ERRORS),
 )
 async def predict_rows(
-    model_id: ModelIdPath, body: TabularPredictRequest, key: PredictModelKey, state: StateDep
+    model_id: ModelIdPath,
+    body: TabularPredictRequest,
+    key: PredictModelKey,
+    components: ComponentsDep,
 ) -> OrjsonResponse:
     # With the fast lane on (the default) `lane.py` serves this path before FastAPI.
-    return OrjsonResponse(await predict_for_rows(state, key, model_id, body))
+    return OrjsonResponse(await predict_for_rows(components, key, model_id, body))
 
 
 async def predict_for_rows(
-    state: AppState, key: Principal, model_id: int, body: TabularPredictRequest
+    components: Components, key: Principal, model_id: int, body: TabularPredictRequest
 ) -> dict[str, Any]:
-    runtime = await state.runtimes.tabular(state.sessionmaker, model_id)
+    runtime = await components.get(RuntimeCache).tabular(
+        components.get(async_sessionmaker), model_id
+    )
     rows = _validated_rows(body.data, runtime)
-    outputs = await state.triton.infer_rows(
+    outputs = await components.get(TritonGateway).infer_rows(
         runtime.triton_name, runtime.input_name, rows, runtime.output_names, runtime.max_batch_size
     )
     payload: dict[str, Any] = {"model_id": model_id, "request_id": current_request_id()}

@@ -26,8 +26,10 @@ from fastapi import Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
+from control_plane.core.components import Components
 from control_plane.core.errors import (
     NotFoundError,
     PermissionDeniedError,
@@ -36,11 +38,13 @@ from control_plane.core.errors import (
     project_not_found,
     slot_not_found,
 )
-from control_plane.core.state import AppState
+from control_plane.core.settings import Settings
 from control_plane.core.types import ResourceId
 from control_plane.db.models import ApiKey, DeploymentSlot
 from control_plane.keys.schemas import Principal, Scope
-from control_plane.ratelimit.limiter import RateLimitResult
+from control_plane.keys.verifier import KeyVerifier
+from control_plane.ratelimit.limiter import RateLimiter, RateLimitResult
+from control_plane.routing.cache import RoutingCache
 
 # What a route acts on: the path parameter naming it, "any" (the handler checks
 # ids that arrive in the body and filters lists), "global" (unrestricted keys
@@ -75,16 +79,17 @@ class Policy:
         return self.scope is None
 
     async def admit(
-        self, state: AppState, token: str | None
+        self, components: Components, token: str | None
     ) -> tuple[Principal, asyncio.Future[RateLimitResult] | None]:
         """The verified key (401 otherwise) and its rate-limit check, still running."""
-        principal = await state.verifier.verify(state.sessionmaker, token)
-        if not state.settings.rate_limit_enabled:
+        verifier = components.get(KeyVerifier)
+        principal = await verifier.verify(components.get(async_sessionmaker), token)
+        if not components.get(Settings).rate_limit_enabled:
             return principal, None
-        return principal, state.limiter.hit(principal.key_id, principal.rate_limit)
+        return principal, components.get(RateLimiter).hit(principal.key_id, principal.rate_limit)
 
     async def authorize(
-        self, state: AppState, principal: Principal, resource_id: int | None
+        self, components: Components, principal: Principal, resource_id: int | None
     ) -> None:
         """403 without the scope; 404 for a resource outside the key's project."""
         assert self.scope is not None
@@ -105,10 +110,10 @@ class Policy:
         if self.resource == "project_id":
             ensure_project(principal, resource_id)
         elif self.resource == "model_id":
-            await ensure_model(state, principal, resource_id)
+            await ensure_model(components, principal, resource_id)
         else:  # a slot or a key: its row names its project
             column, not_found = _OWNED_BY_PROJECT[self.resource]
-            if await _project_of(state, column, resource_id) != principal.project_id:
+            if await _project_of(components, column, resource_id) != principal.project_id:
                 raise not_found(resource_id)
 
     def resource_id(self, path_params: Mapping[str, str]) -> int | None:
@@ -136,16 +141,18 @@ def ensure_project(principal: Principal, project_id: int) -> None:
         raise project_not_found(project_id)
 
 
-async def visible_model_ids(state: AppState, principal: Principal) -> frozenset[int] | None:
+async def visible_model_ids(components: Components, principal: Principal) -> frozenset[int] | None:
     """The models a key may see: those its project's slots name (active or not); None
     for a key restricted to no project (every model)."""
     if principal.project_id is None:
         return None
-    return (await state.routing.routes(state.sessionmaker, principal.project_id)).model_ids
+    routing = components.get(RoutingCache)
+    sessionmaker = components.get(async_sessionmaker)
+    return (await routing.routes(sessionmaker, principal.project_id)).model_ids
 
 
-async def ensure_model(state: AppState, principal: Principal, model_id: int) -> None:
-    visible = await visible_model_ids(state, principal)
+async def ensure_model(components: Components, principal: Principal, model_id: int) -> None:
+    visible = await visible_model_ids(components, principal)
     if visible is not None and model_id not in visible:
         raise model_not_found(model_id)
 
@@ -157,10 +164,11 @@ _OWNED_BY_PROJECT: dict[str, tuple[InstrumentedAttribute[Any], Callable[[int], N
 
 
 async def _project_of(
-    state: AppState, project_column: InstrumentedAttribute[Any], row_id: int
+    components: Components, project_column: InstrumentedAttribute[Any], row_id: int
 ) -> int | None:
     """The project of the slot or key `row_id`; None if there is no such row. (A
     session of its own: the route's session is not open yet when policies run.)"""
-    async with state.sessionmaker() as session:
+    sessionmaker: async_sessionmaker[AsyncSession] = components.get(async_sessionmaker)
+    async with sessionmaker() as session:
         table = project_column.class_
         return await session.scalar(select(project_column).where(table.id == row_id))

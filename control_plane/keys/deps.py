@@ -20,10 +20,10 @@ from fastapi.dependencies.utils import get_typed_signature
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from control_plane.core.components import components_of
 from control_plane.core.errors import RateLimitExceededError, UnsupportedMediaTypeError
 from control_plane.core.openapi_errors import error_responses
 from control_plane.core.request_id import add_response_headers
-from control_plane.core.state import AppState
 from control_plane.keys.access import PUBLIC, Policy
 from control_plane.keys.schemas import Principal
 from control_plane.ratelimit.limiter import RateLimitResult
@@ -113,12 +113,13 @@ class GuardedRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             if not policy.is_public:
-                state: AppState = request.app.state.conch
-                principal, limit_check = await policy.admit(state, request.headers.get("x-api-key"))
+                components = components_of(request)
+                token = request.headers.get("x-api-key")
+                principal, limit_check = await policy.admit(components, token)
                 if limit_check is not None:
                     enforce_rate_limit(await limit_check)
                 resource_id = policy.resource_id(request.path_params)
-                await policy.authorize(state, principal, resource_id)
+                await policy.authorize(components, principal, resource_id)
                 request.state.principal = principal
             if takes_body:
                 require_json(request.headers)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from control_plane.core.audit import audit
+from control_plane.core.components import SettingsDep
 from control_plane.core.openapi_errors import error_responses
-from control_plane.core.state import SessionDep, SettingsDep
 from control_plane.core.types import KeyIdPath
+from control_plane.db.audit import audit
+from control_plane.db.session import SessionDep
 from control_plane.keys import service
 from control_plane.keys.deps import AdminAnyKey, AdminKeyKey, GuardedRoute
 from control_plane.keys.schemas import KeyCreate, KeyCreated, KeyRead

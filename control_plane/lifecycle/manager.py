@@ -31,10 +31,9 @@ from control_plane.core.errors import (
     TritonUnavailableError,
 )
 from control_plane.lifecycle.queue import LoadQueue
-from control_plane.lifecycle.registered import RegistrationGuard
+from control_plane.lifecycle.registered import RegistrationGuard, record_load_error
 from control_plane.lifecycle.status import LoadState, ModelStatus
 from control_plane.lifecycle.warmup import warm
-from control_plane.registry.service import record_load_error
 from control_plane.triton.client import TritonGateway
 
 logger = logging.getLogger(__name__)

@@ -9,14 +9,18 @@ still has them loaded, until SQL registers the name again.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import ModelNotFoundError, ServiceUnavailableError
-from control_plane.registry.service import is_registered
+from control_plane.db.models import Model
+
+logger = logging.getLogger(__name__)
 
 # Deleted names remembered (oldest forgotten first): reconciliation keeps each one
 # unloaded, so memory must stay flat however many models are ever deleted.
@@ -59,3 +63,25 @@ class RegistrationGuard:
             self.mark_deleted(name)
             raise ModelNotFoundError(f"model {name!r} is not registered", triton_name=name)
         self.registered([name])
+
+
+async def record_load_error(
+    sessionmaker: async_sessionmaker[AsyncSession], triton_name: str, reason: str | None
+) -> None:
+    """Triton's reason on the model row (its own transaction: no request is involved),
+    so every replica's API and the CLI show it; None clears it after a good load."""
+    query = update(Model).where(Model.triton_name == triton_name)
+    if reason is None:
+        query = query.where(Model.load_error.is_not(None))
+    try:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(query.values(load_error=reason))
+    except SQLAlchemyError as exc:
+        logger.warning("could not record the load state of %s: %s", triton_name, exc)
+
+
+async def is_registered(sessionmaker: async_sessionmaker[AsyncSession], triton_name: str) -> bool:
+    """Whether SQL registers a model under this Triton name (its own short session)."""
+    async with sessionmaker() as session:
+        found = await session.scalar(select(Model.id).where(Model.triton_name == triton_name))
+    return found is not None

@@ -5,19 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control_plane.core import metrics
+from control_plane.core.components import ComponentsDep
 from control_plane.core.errors import TritonError
 from control_plane.core.openapi_errors import error_responses
-from control_plane.core.state import StateDep
+from control_plane.events.bus import EventBus
 from control_plane.keys.deps import GuardedRoute, ReadGlobalKey
+from control_plane.lifecycle.manager import ModelLifecycle
+from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.lifecycle.schemas import EngineModel, EngineStatus
 from control_plane.lifecycle.stats import summarize
+from control_plane.triton.client import TritonGateway
 
 router = APIRouter(tags=["engine"], route_class=GuardedRoute)
 
 
 @router.get("/engine", responses=error_responses(502, 503, 504))
-async def engine_status(_: ReadGlobalKey, state: StateDep) -> EngineStatus:
-    triton, lifecycle = state.triton, state.lifecycle
+async def engine_status(_: ReadGlobalKey, components: ComponentsDep) -> EngineStatus:
+    triton, lifecycle = components.get(TritonGateway), components.get(ModelLifecycle)
     live = await triton.is_live()
     metadata = await triton.server_metadata() if live else {}
     models: list[EngineModel] = []
@@ -46,8 +50,8 @@ async def engine_status(_: ReadGlobalKey, state: StateDep) -> EngineStatus:
         loaded_models=models,
         queue_ms_total=sum(m.queue_ms_total for m in models),
         compute_ms_total=sum(m.compute_ms_total for m in models),
-        reconciler=state.reconciler.snapshot(),
-        listener_connected=state.events.subscribed.is_set(),
+        reconciler=components.get(Reconciler).snapshot(),
+        listener_connected=components.get(EventBus).subscribed.is_set(),
         counters={
             name: count
             for name, count in metrics.snapshot().items()

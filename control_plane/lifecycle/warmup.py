@@ -14,9 +14,10 @@ import numpy as np
 import numpy.typing as npt
 import pydantic
 
+from conch_manifest.layout import load_manifest
+from conch_manifest.schema import Manifest
 from control_plane.core.errors import TritonError
 from control_plane.triton.client import TritonGateway
-from exporters.manifest import Manifest, load_manifest
 
 _DTYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from control_plane.core.audit import audit
 from control_plane.core.openapi_errors import error_responses
-from control_plane.core.state import SessionDep
 from control_plane.core.types import ProjectIdPath
+from control_plane.db.audit import audit
+from control_plane.db.session import SessionDep
 from control_plane.keys.deps import (
     GuardedRoute,
     ReadAnyKey,
@@ -17,7 +17,7 @@ from control_plane.keys.deps import (
 )
 from control_plane.projects import service
 from control_plane.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
-from control_plane.slots.repository import get_project
+from control_plane.routing.repository import get_project
 
 router = APIRouter(prefix="/projects", tags=["projects"], route_class=GuardedRoute)
 

@@ -1,6 +1,6 @@
 """/api/v1/models: the registry, and model management on the replica that answers.
 
-Load state, load/unload/reload and metrics concern the answering replica's Triton
+Load components, load/unload/reload and metrics concern the answering replica's Triton
 (every replica converges on SQL by itself; these are the operator's levers).
 """
 
@@ -10,12 +10,14 @@ import asyncio
 
 from fastapi import APIRouter, status
 
-from control_plane.core.audit import audit
+from control_plane.core.components import ComponentsDep, SettingsDep
 from control_plane.core.errors import ConflictError, TritonError
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
-from control_plane.core.state import LifecycleDep, SessionDep, SettingsDep, StateDep
+from control_plane.core.settings import Settings
 from control_plane.core.types import ModelIdPath
+from control_plane.db.audit import audit
 from control_plane.db.models import Model
+from control_plane.db.session import SessionDep
 from control_plane.keys.access import visible_model_ids
 from control_plane.keys.deps import (
     GuardedRoute,
@@ -24,6 +26,7 @@ from control_plane.keys.deps import (
     WriteGlobalKey,
     WriteModelKey,
 )
+from control_plane.lifecycle.deps import LifecycleDep
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.schemas import ModelMetrics
 from control_plane.lifecycle.stats import summarize
@@ -46,11 +49,11 @@ def _with_status(lifecycle: ModelLifecycle, model: Model, **details: object) -> 
     return info
 
 
-async def _info(state: StateDep, model: Model) -> ModelInfo:
+async def _info(components: ComponentsDep, model: Model) -> ModelInfo:
     details = await asyncio.to_thread(
-        service.disk_details, state.settings.model_repository, model.triton_name
+        service.disk_details, components.get(Settings).model_repository, model.triton_name
     )
-    return _with_status(state.lifecycle, model, **details)
+    return _with_status(components.get(ModelLifecycle), model, **details)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 409))
@@ -63,21 +66,23 @@ async def register_model(
 
 
 @router.get("")
-async def list_models(key: ReadAnyKey, session: SessionDep, state: StateDep) -> list[ModelInfo]:
+async def list_models(
+    key: ReadAnyKey, session: SessionDep, components: ComponentsDep
+) -> list[ModelInfo]:
     """Every registered model; a project-restricted key sees its project's models only."""
     models = await service.list_models(session)
-    visible = await visible_model_ids(state, key)
+    visible = await visible_model_ids(components, key)
     if visible is not None:
         models = [m for m in models if m.id in visible]
-    return [_with_status(state.lifecycle, m) for m in models]
+    return [_with_status(components.get(ModelLifecycle), m) for m in models]
 
 
 @router.get("/{model_id}")
 async def read_model(
-    model_id: ModelIdPath, _: ReadModelKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, _: ReadModelKey, session: SessionDep, components: ComponentsDep
 ) -> ModelInfo:
     """Framework, tensors, size on disk, and load state/time/error on this replica."""
-    return await _info(state, await service.get_model(session, model_id))
+    return await _info(components, await service.get_model(session, model_id))
 
 
 @router.delete(
@@ -91,43 +96,43 @@ async def delete_model(model_id: ModelIdPath, key: WriteGlobalKey, session: Sess
 
 @router.post("/{model_id}/load", responses=error_responses(409, *TRITON_ERRORS))
 async def load_model(
-    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, components: ComponentsDep
 ) -> ModelInfo:
     """Load and warm on this replica now (a failed model is retried at once)."""
     model = await service.get_model(session, model_id)
-    state.lifecycle.status(model.triton_name).touch()
-    await state.lifecycle.wait_loaded(
-        model.triton_name, state.settings.model_load_timeout_s, retry_failed=True
+    components.get(ModelLifecycle).status(model.triton_name).touch()
+    await components.get(ModelLifecycle).wait_loaded(
+        model.triton_name, components.get(Settings).model_load_timeout_s, retry_failed=True
     )
     audit(session, key.key_id, "model.load", "model", model.id)
-    return await _info(state, model)
+    return await _info(components, model)
 
 
 @router.post("/{model_id}/unload", responses=error_responses(409, *TRITON_ERRORS))
 async def unload_model(
-    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, components: ComponentsDep
 ) -> ModelInfo:
     """Unload from this replica; refused while an active slot serves the model."""
     model = await service.get_model(session, model_id)
-    if model.triton_name in state.lifecycle.pinned:
+    if model.triton_name in components.get(ModelLifecycle).pinned:
         raise ConflictError(
             f"model {model_id} is pinned by an active slot; repoint the slot first",
             model_id=model_id,
         )
-    await state.lifecycle.unload(model.triton_name)
+    await components.get(ModelLifecycle).unload(model.triton_name)
     audit(session, key.key_id, "model.unload", "model", model.id)
-    return await _info(state, model)
+    return await _info(components, model)
 
 
 @router.post("/{model_id}/reload", responses=error_responses(409, *TRITON_ERRORS))
 async def reload_model(
-    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, state: StateDep
+    model_id: ModelIdPath, key: WriteModelKey, session: SessionDep, components: ComponentsDep
 ) -> ModelInfo:
     """Triton reloads in place: the loaded copy serves until the new one is ready."""
     model = await service.get_model(session, model_id)
-    await state.lifecycle.reload(model.triton_name)
+    await components.get(ModelLifecycle).reload(model.triton_name)
     audit(session, key.key_id, "model.reload", "model", model.id)
-    return await _info(state, model)
+    return await _info(components, model)
 
 
 @router.get("/{model_id}/metrics")

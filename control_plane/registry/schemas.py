@@ -4,8 +4,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conch_manifest.names import ModelName
 from control_plane.core.types import RequestBody
-from exporters.manifest import ModelName
 
 
 class ModelRegister(RequestBody):

@@ -9,22 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from conch_manifest.layout import ManifestFileOutsideModelError, manifest_path, verify_files
+from conch_manifest.schema import Manifest, content_digest
 from control_plane.core.errors import ConflictError, ModelNotFoundError, ValidationError
 from control_plane.core.request_id import current_request_id
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import publish_after_commit
 from control_plane.events.schemas import ModelDeleted, ModelTrained
-from exporters.manifest import (
-    Manifest,
-    ManifestFileOutsideModelError,
-    content_digest,
-    manifest_path,
-    verify_files,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -127,28 +121,6 @@ async def delete_model(session: AsyncSession, model_id: int) -> Model:
     await session.flush()
     publish_after_commit(session, ModelDeleted(model_id=model.id, triton_name=model.triton_name))
     return model
-
-
-async def record_load_error(
-    sessionmaker: async_sessionmaker[AsyncSession], triton_name: str, reason: str | None
-) -> None:
-    """Triton's reason on the model row (its own transaction: no request is involved),
-    so every replica's API and the CLI show it; None clears it after a good load."""
-    query = update(Model).where(Model.triton_name == triton_name)
-    if reason is None:
-        query = query.where(Model.load_error.is_not(None))
-    try:
-        async with sessionmaker() as session, session.begin():
-            await session.execute(query.values(load_error=reason))
-    except SQLAlchemyError as exc:
-        logger.warning("could not record the load state of %s: %s", triton_name, exc)
-
-
-async def is_registered(sessionmaker: async_sessionmaker[AsyncSession], triton_name: str) -> bool:
-    """Whether SQL registers a model under this Triton name (its own short session)."""
-    async with sessionmaker() as session:
-        found = await session.scalar(select(Model.id).where(Model.triton_name == triton_name))
-    return found is not None
 
 
 def disk_details(repository: Path, triton_name: str) -> dict[str, Any]:

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from control_plane.core.audit import audit
+from control_plane.core.components import ComponentsDep
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
-from control_plane.core.state import SessionDep, StateDep
 from control_plane.core.types import ProjectIdPath, SlotIdPath
+from control_plane.db.audit import audit
+from control_plane.db.session import SessionDep
 from control_plane.keys.access import ensure_model
 from control_plane.keys.deps import GuardedRoute, ReadProjectKey, WriteProjectKey, WriteSlotKey
+from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.registry.service import get_model
+from control_plane.routing.repository import get_project, get_slot, project_slots
 from control_plane.slots import service
-from control_plane.slots.repository import get_project, get_slot, project_slots
 from control_plane.slots.schemas import SlotCreate, SlotRead, SlotUpdate
 
 router = APIRouter(tags=["slots"], route_class=GuardedRoute)
 
 
-async def _prepare(state: StateDep, session: SessionDep, model_id: int) -> None:
+async def _prepare(components: ComponentsDep, session: SessionDep, model_id: int) -> None:
     """Load and warm the model on this replica first; 409/503 if it cannot serve."""
     model = await get_model(session, model_id)
-    await state.lifecycle.prepare(model.triton_name)
+    await components.get(ModelLifecycle).prepare(model.triton_name)
 
 
 @router.post(
@@ -34,11 +36,11 @@ async def create_slot(
     body: SlotCreate,
     key: WriteProjectKey,
     session: SessionDep,
-    state: StateDep,
+    components: ComponentsDep,
 ) -> SlotRead:
-    await ensure_model(state, key, body.model_id)
+    await ensure_model(components, key, body.model_id)
     if body.active:  # a slot that serves must never point at a cold or broken model
-        await _prepare(state, session, body.model_id)
+        await _prepare(components, session, body.model_id)
     slot = await service.create_slot(session, project_id, body)
     audit(session, key.key_id, "slot.create", "slot", slot.id, **body.model_dump())
     return SlotRead.model_validate(slot)
@@ -54,16 +56,20 @@ async def list_slots(
 
 @router.patch("/slots/{slot_id}", responses=error_responses(409, *TRITON_ERRORS))
 async def update_slot(
-    slot_id: SlotIdPath, body: SlotUpdate, key: WriteSlotKey, session: SessionDep, state: StateDep
+    slot_id: SlotIdPath,
+    body: SlotUpdate,
+    key: WriteSlotKey,
+    session: SessionDep,
+    components: ComponentsDep,
 ) -> SlotRead:
     if body.model_id is not None:
-        await ensure_model(state, key, body.model_id)
+        await ensure_model(components, key, body.model_id)
     slot = await get_slot(session, slot_id)
     repointed = body.model_id is not None and body.model_id != slot.model_id
     activated = body.active is True and not slot.active
     will_serve = slot.active if body.active is None else body.active
     if will_serve and (repointed or activated):
-        await _prepare(state, session, body.model_id or slot.model_id)
+        await _prepare(components, session, body.model_id or slot.model_id)
     await service.update_slot(session, slot, body)
     audit(
         session, key.key_id, "slot.update", "slot", slot.id, **body.model_dump(exclude_unset=True)

@@ -10,7 +10,7 @@ from control_plane.db.models import DeploymentSlot
 from control_plane.events.bus import publish_after_commit
 from control_plane.events.schemas import SlotChanged
 from control_plane.registry.service import get_model
-from control_plane.slots.repository import get_project
+from control_plane.routing.repository import get_project
 from control_plane.slots.schemas import SlotCreate, SlotUpdate
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
-from control_plane.bench.models import BenchModel, add_nobatch_variant, export_tabular
-from control_plane.triton.embedded import EmbeddedTriton
+from conch_bench.models import BenchModel, add_nobatch_variant, export_tabular
+from conch_embedded.triton_server import EmbeddedTriton
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from control_plane.bench.baseline import BaselineServer
-from control_plane.bench.loadgen import LoadSpec, run_load
-from control_plane.bench.models import BenchModel
-from control_plane.bench.targets import RestTarget, render_bodies
+from conch_bench.baseline import BaselineServer
+from conch_bench.loadgen import LoadSpec, run_load
+from conch_bench.models import BenchModel
+from conch_bench.targets import RestTarget, render_bodies
 
 pytestmark = pytest.mark.slow
 

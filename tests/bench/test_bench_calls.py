@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from control_plane.bench.models import BenchModel
-from control_plane.cli import app
-from control_plane.triton.embedded import EmbeddedTriton
+from conch_bench.models import BenchModel
+from conch_embedded.triton_server import EmbeddedTriton
+from control_plane.cli import with_commands
+
+app = with_commands("bench")
 
 
 def test_every_client_is_timed_against_the_real_model(

@@ -6,8 +6,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from control_plane.cli import app
-from control_plane.cli.bench import _ints
+from conch_bench.cli import _ints
+from control_plane.cli import with_commands
+
+app = with_commands("bench")
 
 
 def test_bench_subcommands_are_registered() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.bench.loadgen import LoadSpec, run_load, split
-from control_plane.bench.models import BenchModel
-from control_plane.bench.targets import RestTarget, triton_target
-from control_plane.triton.embedded import EmbeddedTriton
+from conch_bench.loadgen import LoadSpec, run_load, split
+from conch_bench.models import BenchModel
+from conch_bench.targets import RestTarget, triton_target
+from conch_embedded.triton_server import EmbeddedTriton
 
 pytestmark = pytest.mark.slow
 

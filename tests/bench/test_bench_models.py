@@ -6,12 +6,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as pb
 
-from control_plane.bench.models import (
-    add_nobatch_variant,
-    add_variant,
-    export_tabular,
-    read_config,
-)
+from conch_bench.models import add_nobatch_variant, add_variant, export_tabular, read_config
 
 
 def test_variants_share_the_model_file(tmp_path: Path) -> None:

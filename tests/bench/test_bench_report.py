@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from control_plane.bench import report
-from control_plane.bench.machine import describe_machine
-from control_plane.bench.ratios import ArmRun, compute_ratios
-from control_plane.bench.stats import WorkerResult, summarize
+from conch_bench import report
+from conch_bench.machine import describe_machine
+from conch_bench.ratios import ArmRun, compute_ratios
+from conch_bench.stats import WorkerResult, summarize
 
 
 def _run(model: str, arm: str, concurrency: int, latency_ms: float, count: int) -> ArmRun:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from control_plane.bench.stats import WorkerResult, percentile, summarize
+from conch_bench.stats import WorkerResult, percentile, summarize
 
 
 def test_nearest_rank_percentiles() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from control_plane.bench.suite import SuiteOptions, run_suite
+from conch_bench.suite import SuiteOptions, run_suite
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.app import create_app
 from control_plane.core.settings import Settings
-from control_plane.core.state import AppState
 from control_plane.db import upgrade
 from control_plane.keys.service import create_key
-from control_plane.triton.embedded import EmbeddedTriton
+from control_plane.state import AppState
 from tests.control_plane.recommender_model import write_recommender
 from tests.control_plane.secret_key import TEST_SECRET_KEY
 

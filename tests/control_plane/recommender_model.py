@@ -16,14 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from exporters.manifest import (
-    Manifest,
-    ParityResult,
-    RecommenderSpec,
-    TensorSpec,
-    manifest_path,
-    sha256_file,
-)
+from conch_manifest.layout import manifest_path
+from conch_manifest.schema import Manifest, ParityResult, RecommenderSpec, TensorSpec, sha256_file
 
 N_USERS = 20
 N_ITEMS = 30

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from control_plane.core.paths import PROJECT_ROOT
-from control_plane.core.process import ManagedProcess, free_port, tail
+from conch_embedded.process import ManagedProcess, free_port, tail
+from conch_manifest.locations import PROJECT_ROOT
 from control_plane.core.settings import Settings
 
 

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from control_plane.cli import app as cli
+from control_plane.cli import with_commands
 from control_plane.core.settings import Settings, get_settings
 from tests.control_plane.replicas import replica_env, uvicorn_replica
+
+cli = with_commands()
 
 
 @pytest.fixture(scope="module")

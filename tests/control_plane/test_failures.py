@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from conch_embedded.process import free_port
 from control_plane.app import create_app
-from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
 from tests.control_plane.conftest import make_key
 from tests.control_plane.recommender_model import write_recommender

@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from control_plane.triton.embedded import EmbeddedTriton
-from exporters.manifest import (
-    RECOMMENDER_INPUT,
-    RECOMMENDER_ITEMS,
-    RECOMMENDER_SCORES,
-    load_manifest,
-)
+from conch_embedded.triton_server import EmbeddedTriton
+from conch_manifest.layout import load_manifest
+from conch_manifest.schema import RECOMMENDER_INPUT, RECOMMENDER_ITEMS, RECOMMENDER_SCORES
 from tests.control_plane.recommender_model import MAX_K, SEEN
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from control_plane.core.paths import PROJECT_ROOT
+from conch_manifest.locations import PROJECT_ROOT
 from control_plane.db.migrate import check, upgrade
 
 # Run in a separate interpreter: the column is added to the models there only, as an

@@ -16,10 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from conch_embedded.process import free_port
+from conch_manifest.layout import manifest_path
+from conch_manifest.schema import sha256_file
 from control_plane.app import create_app
-from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
-from exporters.manifest import manifest_path, sha256_file
 from tests.control_plane.conftest import make_key
 from tests.control_plane.recommender_model import write_recommender
 

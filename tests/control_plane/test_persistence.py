@@ -9,9 +9,11 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from control_plane.cli import app as cli
+from conch_embedded.demo.seed import seed_demo
+from control_plane.cli import with_commands
 from control_plane.core.settings import Settings, get_settings
-from control_plane.demo_seed import seed_demo
+
+cli = with_commands()
 
 
 def test_keys_create_bootstraps_a_fresh_database(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from conch_embedded.process import free_port
 from control_plane.app import create_app
 from control_plane.core import metrics
-from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
 from control_plane.ratelimit.limiter import FALLBACK_METRIC, RateLimiter
 from control_plane.ratelimit.lru import LRUDict

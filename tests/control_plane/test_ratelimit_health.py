@@ -8,9 +8,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from conch_embedded.process import free_port
+from conch_embedded.redis_server import EmbeddedRedis
 from control_plane.app import create_app
-from control_plane.core.process import free_port
-from control_plane.core.redis_embedded import EmbeddedRedis
 from control_plane.core.settings import Settings
 from control_plane.ratelimit.endpoint import UnsupportedRedisURL
 

@@ -21,9 +21,9 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+from conch_embedded.process import ManagedProcess, free_port
+from conch_embedded.redis_server import redis_server_binary
 from control_plane.core import metrics
-from control_plane.core.process import ManagedProcess, free_port
-from control_plane.core.redis_embedded import redis_server_binary
 from control_plane.ratelimit.endpoint import UnsupportedRedisURL
 from control_plane.ratelimit.limiter import FALLBACK_METRIC, RateLimiter
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from exporters.manifest import load_manifest, manifest_path, sha256_file
+from conch_manifest.layout import load_manifest, manifest_path
+from conch_manifest.schema import sha256_file
 from tests.control_plane.recommender_model import write_recommender
 
 

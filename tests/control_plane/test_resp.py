@@ -10,7 +10,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from control_plane.core.redis_embedded import EmbeddedRedis
+from conch_embedded.redis_server import EmbeddedRedis
 from control_plane.ratelimit.endpoint import RedisEndpoint
 from control_plane.ratelimit.resp import PipelinedRedis, encode_command
 

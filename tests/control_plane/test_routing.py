@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from control_plane.slots.routing import RoutingCache
+from control_plane.routing.cache import RoutingCache
 from tests.control_plane.conftest import make_project, state_of
 
 

@@ -23,13 +23,13 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from control_plane.core.process import free_port
+from conch_embedded.process import free_port
+from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.core.settings import Settings
 from control_plane.db import upgrade
 from control_plane.db.engine import create_engine, create_sessionmaker
 from control_plane.db.models import ApiKey
 from control_plane.keys.service import create_key
-from control_plane.triton.embedded import EmbeddedTriton
 from tests.control_plane.recommender_model import write_recommender
 from tests.control_plane.replicas import uvicorn_replica
 

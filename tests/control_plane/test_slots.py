@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 from scipy import stats
 
-from control_plane.slots.selection import choose_slot
+from control_plane.routing.selection import choose_slot
 from tests.control_plane.conftest import make_project
 
 

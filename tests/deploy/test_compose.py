@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from control_plane.core.paths import PROJECT_ROOT
+from conch_manifest.locations import PROJECT_ROOT
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.gpu.yml").read_text())
 
@@ -29,6 +29,9 @@ def test_control_plane_drives_that_triton_and_refuses_a_default_secret() -> None
 
 def test_dockerfile_installs_the_packages_compose_builds() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
-    for path in ("control_plane", "exporters", "triton"):
+    for path in ("control_plane", "conch_manifest", "exporters", "triton"):
         assert f"COPY {path}" in dockerfile
         assert (Path(PROJECT_ROOT) / path).is_dir()
+    for development_only in ("conch_embedded", "conch_bench"):
+        assert f"COPY {development_only}" not in dockerfile
+    assert "RUN pip install --no-cache-dir .\n" in dockerfile  # no extras

@@ -15,7 +15,7 @@ import pytest
 from tritonclient import grpc as triton_grpc
 from tritonclient.utils import np_to_triton_dtype
 
-from control_plane.triton.embedded import EmbeddedTriton
+from conch_embedded.triton_server import EmbeddedTriton
 from exporters.session import ExportSession
 
 InferFn = Callable[[str, dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]

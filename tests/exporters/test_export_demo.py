@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from exporters.cli import app
-from exporters.demo import DEMO_INDEX, build_demo
-from exporters.manifest import RECOMMENDER_INPUT, RECOMMENDER_SCORES, load_manifest, verify_files
+from conch_embedded.demo.models import DEMO_INDEX, build_demo
+from conch_manifest.layout import load_manifest, verify_files
+from conch_manifest.schema import RECOMMENDER_INPUT, RECOMMENDER_SCORES
+from control_plane.cli import with_commands
 
 
 @pytest.mark.slow
@@ -38,6 +39,8 @@ def test_build_demo_then_rebuild_is_instant(model_repository: Path, served) -> N
     assert time.monotonic() - started < 2.0
     assert again == demo
 
-    cli = CliRunner().invoke(app, ["demo", "--repository", str(model_repository)])
+    cli = CliRunner().invoke(
+        with_commands("demo"), ["demo-models", "--repository", str(model_repository)]
+    )
     assert cli.exit_code == 0, cli.output
     assert f"mlp_torchscript: {demo.mlp_torchscript}" in cli.output

@@ -16,11 +16,11 @@ from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
+from conch_manifest.schema import MANIFEST_FILENAME
 from exporters.cli import app
 from exporters.errors import ExportError
 from exporters.implicit import Interactions, train_item_knn
 from exporters.lightgbm_exporter import export_lightgbm
-from exporters.manifest import MANIFEST_FILENAME
 from exporters.recommender import export_recommender
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn

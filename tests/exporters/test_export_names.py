@@ -11,20 +11,17 @@ import pydantic
 import pytest
 from typer.testing import CliRunner
 
+from conch_manifest.layout import (
+    ManifestFileOutsideModelError,
+    manifest_path,
+    model_directory,
+    verify_files,
+)
+from conch_manifest.names import MAX_MODEL_NAME_LENGTH, check_model_name
+from conch_manifest.schema import Manifest, ParityResult, sha256_file
 from control_plane.registry.schemas import ModelRegister
 from exporters.cli import app
 from exporters.errors import ExportError
-from exporters.manifest import (
-    MAX_MODEL_NAME_LENGTH,
-    Manifest,
-    ManifestFileOutsideModelError,
-    ParityResult,
-    check_model_name,
-    manifest_path,
-    model_directory,
-    sha256_file,
-    verify_files,
-)
 from exporters.repository import MAX_EXPORT_NAME_LENGTH, find_published, validate_name
 
 BAD_NAMES = {

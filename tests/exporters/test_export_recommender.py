@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.demo_data import generate_interactions
+from conch_embedded.demo.data import generate_interactions
+from conch_manifest.schema import RECOMMENDER_INPUT, RECOMMENDER_ITEMS, RECOMMENDER_SCORES
 from exporters.implicit import Interactions, RecommenderModel, train_ials, train_item_knn
-from exporters.manifest import RECOMMENDER_INPUT, RECOMMENDER_ITEMS, RECOMMENDER_SCORES
 from exporters.recommender import export_recommender, reference_topk
 from exporters.session import ExportSession
 

@@ -16,9 +16,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from conch_manifest.layout import load_manifest, verify_files
 from exporters.errors import ExportError
 from exporters.lightgbm_exporter import export_lightgbm
-from exporters.manifest import load_manifest, verify_files
 from exporters.pipeline import ServingOptions
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from conch_manifest.layout import verify_files
 from exporters.errors import ExportError
-from exporters.manifest import verify_files
 from exporters.pipeline import ServingOptions
 from exporters.session import ExportSession
 from exporters.torch_exporter import export_torch

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from control_plane.cli import app as cli
-from control_plane.core.paths import PROJECT_ROOT
+from conch_manifest.locations import PROJECT_ROOT
+from control_plane.cli import with_commands
 from control_plane.core.settings import get_settings
+
+cli = with_commands()
 
 REFUSAL = "error: invalid settings: SECRET_KEY is unset"
 # For CliRunner, which adds to this process's environment: None removes a variable.

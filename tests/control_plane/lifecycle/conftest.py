@@ -20,13 +20,14 @@ import httpx
 import pytest
 from tritonclient.grpc import InferenceServerClient
 
+from conch_embedded.process import free_port
+from conch_embedded.redis_server import EmbeddedRedis
+from conch_embedded.triton_server import EmbeddedTriton
+from conch_manifest.layout import manifest_path
+from conch_manifest.schema import sha256_file
 from control_plane.cli.keys_db import create_key_in_database
-from control_plane.core.process import free_port
-from control_plane.core.redis_embedded import EmbeddedRedis
 from control_plane.core.settings import Settings
 from control_plane.db import upgrade
-from control_plane.triton.embedded import EmbeddedTriton
-from exporters.manifest import manifest_path, sha256_file
 from tests.control_plane.recommender_model import write_recommender
 from tests.control_plane.replicas import uvicorn_replica
 from tests.control_plane.secret_key import TEST_SECRET_KEY

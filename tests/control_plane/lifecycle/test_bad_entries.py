@@ -21,7 +21,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from exporters.manifest import manifest_path, sha256_file
+from conch_manifest.layout import manifest_path
+from conch_manifest.schema import sha256_file
 from tests.control_plane.conftest import state_of
 from tests.control_plane.recommender_model import write_recommender
 

@@ -19,11 +19,11 @@ import pytest
 from fastapi import FastAPI
 from tritonclient.grpc.aio import InferenceServerClient
 
+from conch_embedded.process import free_port
+from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.app import create_app
 from control_plane.core.errors import ModelNotFoundError
-from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
-from control_plane.triton.embedded import EmbeddedTriton
 from tests.control_plane.conftest import make_project, state_of
 from tests.control_plane.recommender_model import write_recommender
 

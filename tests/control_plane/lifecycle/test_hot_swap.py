@@ -18,10 +18,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from control_plane.cli import app as cli
+from conch_embedded.demo.data import generate_interactions
+from control_plane.cli import with_commands
 from control_plane.core.settings import get_settings
 from exporters.cli import register_with_control_plane
-from exporters.demo_data import generate_interactions
 from exporters.implicit import train_ials
 from tests.control_plane.lifecycle.conftest import (
     DEADLINE_S,
@@ -29,6 +29,8 @@ from tests.control_plane.lifecycle.conftest import (
     Cluster,
     start_cluster,
 )
+
+cli = with_commands()
 
 # Neither a periodic pass nor a cache expiry: only the Redis events can explain a swap.
 EVENTS_ONLY_ENV = {**REPLICA_ENV, "CONCH_RECONCILE_INTERVAL_S": "3600", "CONCH_CACHE_TTL_S": "3600"}

@@ -8,9 +8,11 @@ import time
 import httpx
 from typer.testing import CliRunner
 
-from control_plane.cli import app as cli
+from control_plane.cli import with_commands
 from control_plane.core.settings import get_settings
 from tests.control_plane.lifecycle.conftest import Cluster
+
+cli = with_commands()
 
 
 def test_corrupt_model_fails_to_load_and_the_slot_keeps_serving(cluster: Cluster) -> None:

@@ -22,10 +22,10 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from conch_embedded.process import ManagedProcess, free_port, processes_in_group, tail
+from conch_embedded.redis_server import answers_ping
+from conch_manifest.locations import PROJECT_ROOT
 from control_plane.cli.keys_db import create_key_in_database
-from control_plane.core.paths import PROJECT_ROOT
-from control_plane.core.process import ManagedProcess, free_port, processes_in_group, tail
-from control_plane.core.redis_embedded import answers_ping
 from control_plane.core.settings import Settings
 from tests.control_plane.recommender_model import write_recommender
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from conch_embedded.process import free_port
 from control_plane.app import create_app
 from control_plane.core.errors import ServiceUnavailableError, conch_error_response
-from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
 from tests.control_plane.conftest import make_key
 

@@ -14,7 +14,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from exporters.manifest import Manifest, ParityResult, TensorSpec, manifest_path, sha256_file
+from conch_manifest.layout import manifest_path
+from conch_manifest.schema import Manifest, ParityResult, TensorSpec, sha256_file
 
 INPUT, OUTPUT = "INPUT", "VALUE"
 N_FEATURES = 2

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.app import create_app
 from control_plane.core.settings import Settings
-from control_plane.triton.embedded import EmbeddedTriton
 from tests.control_plane.conftest import make_key, state_of
 from tests.control_plane.triton.slow_model import write_slow_model
 

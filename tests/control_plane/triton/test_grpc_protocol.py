@@ -21,10 +21,11 @@ import pytest
 from fastapi import FastAPI
 from onnx import TensorProto, helper, numpy_helper
 
+from conch_embedded.process import free_port
+from conch_manifest.layout import manifest_path
+from conch_manifest.schema import Manifest, ParityResult, TensorSpec, sha256_file
 from control_plane.app import create_app
-from control_plane.core.process import free_port
 from control_plane.core.settings import Settings
-from exporters.manifest import Manifest, ParityResult, TensorSpec, manifest_path, sha256_file
 from tests.control_plane.conftest import make_key, make_project, state_of
 
 CLASSIFIER = "cptest_grpc_classifier"

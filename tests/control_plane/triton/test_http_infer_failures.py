@@ -16,8 +16,8 @@ import numpy as np
 import orjson
 import pytest
 
+from conch_embedded.process import free_port
 from control_plane.core.errors import TritonError, TritonUnavailableError
-from control_plane.core.process import free_port
 from control_plane.triton.client import TritonGateway
 
 MODEL, INPUT, OUTPUT = "fake_model", "INPUT", "OUTPUT"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.core.paths import BACKENDS_SOURCE_DIR
+from conch_manifest.locations import BACKENDS_SOURCE_DIR
 
 SPINNING = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 

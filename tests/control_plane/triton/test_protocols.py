@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from conch_embedded.process import free_port
+from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.core.errors import TritonError, TritonUnavailableError
-from control_plane.core.process import free_port
 from control_plane.triton.client import TritonGateway
-from control_plane.triton.embedded import EmbeddedTriton
 
 INPUT, ITEMS, SCORES = "USER_INDEX", "ITEM_INDEX", "SCORE"  # recommender_model.py
 

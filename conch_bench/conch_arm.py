@@ -1,0 +1,190 @@
+"""The Conch REST arms: control planes started by the suite beside its Triton.
+
+Two control planes (uvicorn, same worker count as the baseline) share one SQLite
+database and one embedded Redis: `conch-rest` with rate limiting on and
+`conch-rest-nolimit` with `CONCH_RATE_LIMIT_ENABLED=false`. The predict key's
+limit is far above what the machine can serve, so the limiter's Redis round trip
+is on the path but never rejects. Recommenders go through a project with one
+slot (`/inference/predict/project/{id}`: key, slot choice, limiter); float-row
+models through `/api/v1/models/{id}/predict` when the control plane has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from conch_bench.models import BenchModel
+from conch_bench.targets import RestTarget, render_bodies
+from conch_embedded.process import ManagedProcess, ProcessStartError, free_port, tail
+from conch_embedded.triton_server import EmbeddedTriton
+from conch_manifest.locations import state_dir
+
+# Far above anything one machine serves: the limiter runs, but never says no.
+BENCH_RATE_LIMIT = "100000000/minute"
+
+
+@dataclass(frozen=True)
+class ConchEndpoint:
+    """A running control plane (rate limiting on), optionally a twin with it off."""
+
+    url: str
+    api_key: str
+    url_nolimit: str | None = None
+    model_ids: dict[str, str] = field(default_factory=dict)  # bench key -> Conch model id
+    project_ids: dict[str, str] = field(default_factory=dict)  # bench key -> project id
+
+    def target(self, model: BenchModel, base: str, batch_size: int) -> RestTarget:
+        model_id = self.model_ids.get(model.key, model.triton_name)
+        if model.key == "recommender":
+            project = self.project_ids.get(model.key)
+            path = (
+                f"/inference/predict/project/{project}"
+                if project
+                else f"/inference/predict/{model_id}"
+            )
+        else:
+            path = f"/api/v1/models/{model_id}/predict"
+        bodies = render_bodies(
+            model.rest_template, rows=batch_size, features=model.features, user_ids=model.user_ids
+        )
+        headers = {"X-API-Key": self.api_key}
+        return RestTarget(url=base.rstrip("/") + path, bodies=bodies, headers=headers)
+
+
+def probe(target: RestTarget) -> str | None:
+    """None when one request succeeds, else why (so an arm is skipped with a reason)."""
+    headers = {"Content-Type": "application/json", **target.headers}
+    try:
+        response = httpx.request(
+            target.method, target.url, content=target.bodies[0], headers=headers, timeout=30
+        )
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if response.status_code != target.expect_status:
+        path = httpx.URL(target.url).path
+        return f"HTTP {response.status_code} from {path}: {response.text[:80]}"
+    return None
+
+
+def _control_plane(env: dict[str, str], workers: int, name: str) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "control_plane.app:create_app",
+        "--factory",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--workers={workers}",
+        "--no-access-log",
+        "--log-level=warning",
+    ]
+    log = state_dir() / "logs" / f"bench-{name}-{port}.log"
+    process = ManagedProcess(name, argv, log_path=log, env=env)
+    process.spawn()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.exit_code() is not None:
+            raise ProcessStartError(f"{name} exited during start-up: {tail(log, 5)}")
+        try:
+            with urllib.request.urlopen(f"{url}/inference/health", timeout=2) as response:
+                if response.status == 200:
+                    return process, url
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    process.stop()
+    raise ProcessStartError(f"{name} not healthy within 90s (log: {log})")
+
+
+async def _create_keys(database_url: str, secret: str) -> tuple[str, str]:
+    from control_plane.db.engine import create_engine, create_sessionmaker
+    from control_plane.keys.service import create_key
+
+    engine = create_engine(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            _, admin = await create_key(session, secret, scopes=["admin"], name="bench-admin")
+            _, predict = await create_key(
+                session, secret, scopes=["predict"], name="bench", rate_limit=BENCH_RATE_LIMIT
+            )
+    finally:
+        await engine.dispose()
+    return admin, predict
+
+
+def _register(
+    url: str, admin: str, models: list[BenchModel]
+) -> tuple[dict[str, str], dict[str, str]]:
+    headers = {"X-API-Key": admin}
+    model_ids: dict[str, str] = {}
+    project_ids: dict[str, str] = {}
+    with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
+        for model in models:
+            response = client.post("/api/v1/models", json={"triton_name": model.triton_name})
+            response.raise_for_status()
+            model_ids[model.key] = str(response.json()["id"])
+            if model.key != "recommender":
+                continue
+            project = client.post("/api/v1/projects", json={"name": f"bench-{model.key}"})
+            project.raise_for_status()
+            project_id = project.json()["id"]
+            slot = {"name": "main", "model_id": int(model_ids[model.key]), "weight": 1}
+            client.post(f"/api/v1/projects/{project_id}/slots", json=slot).raise_for_status()
+            project_ids[model.key] = str(project_id)
+    return model_ids, project_ids
+
+
+@contextmanager
+def conch_stack(
+    triton: EmbeddedTriton, repository: Path, models: list[BenchModel], *, workers: int = 1
+) -> Iterator[ConchEndpoint]:
+    """Redis, a fresh SQLite database, both control planes, keys and registered models."""
+    from conch_embedded.redis_server import EmbeddedRedis
+    from control_plane.db import upgrade
+
+    with ExitStack() as stack:
+        redis = stack.enter_context(EmbeddedRedis())
+        database = state_dir() / "bench" / "conch-bench.db"
+        database.parent.mkdir(parents=True, exist_ok=True)
+        database.unlink(missing_ok=True)
+        database_url = f"sqlite:///{database}"
+        upgrade(database_url)
+        # A real secret, as in production: the development key would add the
+        # loopback-only guard (core/loopback.py) to the path being measured.
+        secret = secrets.token_urlsafe(32)
+        admin, predict = asyncio.run(_create_keys(database_url, secret))
+        env = dict(
+            os.environ,
+            CONCH_ENVIRONMENT="production",
+            SECRET_KEY=secret,
+            DATABASE_URL=database_url,
+            REDIS_URL=redis.url,
+            MODEL_EVENTS_REDIS_URL=redis.url,
+            INFERENCE_RATE_LIMIT=BENCH_RATE_LIMIT,
+            CONCH_TRITON_GRPC_URL=triton.grpc_url,
+            CONCH_TRITON_HTTP_URL=triton.http_url,
+            CONCH_MODEL_REPOSITORY=str(repository),
+        )
+        limited, url = _control_plane(env, workers, "conch-rest")
+        stack.callback(limited.stop)
+        unlimited, url_nolimit = _control_plane(
+            {**env, "CONCH_RATE_LIMIT_ENABLED": "false"}, workers, "conch-rest-nolimit"
+        )
+        stack.callback(unlimited.stop)
+        model_ids, project_ids = _register(url, admin, models)
+        yield ConchEndpoint(url, predict, url_nolimit, model_ids, project_ids)

@@ -1,0 +1,296 @@
+"""`conch bench suite`: every arm against every model, side by side in one run.
+
+One embedded Triton serves the bench repository (each model plus its
+`__nobatch` twin); the plain-FastAPI baseline runs beside it as a uvicorn
+subprocess; Conch's REST arms go to a control plane given by URL. Arms run one
+after another on the same machine, so their ratios are comparable.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from conch_bench import report
+from conch_bench.baseline import BaselineServer
+from conch_bench.conch_arm import ConchEndpoint, conch_stack, probe
+from conch_bench.loadgen import LoadSpec, run_load
+from conch_bench.machine import describe_machine
+from conch_bench.models import BenchModel, InstanceKind, build_bench_models
+from conch_bench.plot import MISSING, plot_model
+from conch_bench.ratios import CLIENT_CHECK_ARM, ArmRun, compute_ratios
+from conch_bench.targets import Protocol, RestTarget, Target, render_bodies, triton_target
+from conch_embedded.process import free_port
+from conch_embedded.triton_server import EmbeddedTriton
+from conch_manifest.locations import PROJECT_ROOT
+
+ALL_ARMS = (
+    "triton-grpc",
+    "triton-http",
+    "triton-grpc-nobatch",
+    "conch-rest",
+    "conch-rest-nolimit",
+    "baseline",
+)
+ALL_MODELS = ("tabular", "mlp", "recommender")
+_CONCH_ARMS = {"conch-rest", "conch-rest-nolimit"}
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    repository: Path
+    output_dir: Path  # BENCHMARKS.md here, results.json and plots in bench/
+    concurrencies: tuple[int, ...] = (1, 16, 64, 256)
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    processes: int = 2
+    batch_size: int = 1
+    models: tuple[str, ...] = ALL_MODELS
+    arms: tuple[str, ...] = ALL_ARMS
+    instance_kind: InstanceKind = "cpu"
+    workers: int = 1  # uvicorn workers of the baseline (and, by convention, of Conch's arm)
+    use_demo: bool = True
+    conch: ConchEndpoint | None = None  # an external control plane; None: start our own
+    start_conch: bool = True
+    bare_torch: bool = True  # the MLP called directly with torch, for reference
+    client_check: bool = True  # re-run gRPC's best point with 2x client processes
+    notes: tuple[str, ...] = ()  # context for the report (e.g. "machine shared with CI")
+
+    def settings(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("conch")
+        data.pop("notes")  # recorded under "notes"
+        data["conch_url"] = self.conch.url if self.conch else None
+        return {k: (_shown(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+def _shown(path: Path) -> str:
+    """Paths inside the checkout relative to it: the report must not depend on where it lives."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class SuiteResult:
+    runs: list[ArmRun]
+    notes: list[str]
+    results_path: Path
+    markdown_path: Path
+
+
+def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    console.print(f"building models in {options.repository} ...")
+    models = build_bench_models(
+        options.repository,
+        instance_kind=options.instance_kind,
+        use_demo=options.use_demo,
+        keys=options.models,
+    )
+    notes = [*options.notes] + [
+        f"model {key}: not available in this build"
+        for key in options.models
+        if key not in {m.key for m in models}
+    ]
+    names = [n for m in models for n in (m.triton_name, m.nobatch_name)]
+    triton = EmbeddedTriton(
+        options.repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        load_models=names,
+    )
+    runs: list[ArmRun] = []
+    console.print(f"starting Triton with {', '.join(names)} ...")
+    with triton, ExitStack() as stack:
+        conch = options.conch
+        if conch is None and _CONCH_ARMS & set(options.arms) and options.start_conch:
+            console.print("starting the Conch control planes (rate limit on / off) ...")
+            try:
+                conch = stack.enter_context(
+                    conch_stack(triton, options.repository, models, workers=options.workers)
+                )
+            except Exception as exc:  # the suite still measures every other arm
+                notes.append(f"conch-rest arms skipped: control plane did not start ({exc})")
+        for model in models:
+            for arm in options.arms:
+                with _arm_target(arm, model, triton, options, conch, notes) as target:
+                    if target is None:
+                        continue
+                    for concurrency in options.concurrencies:
+                        runs.append(_measure(console, model, arm, target, concurrency, options))
+                    if arm == "triton-grpc" and options.client_check:
+                        runs.append(_client_check(console, model, target, runs, options))
+    bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
+    return _write_reports(options, console, runs, notes, started, bare)
+
+
+def _bare_torch(console: Console, options: SuiteOptions) -> list[dict[str, Any]]:
+    """After the servers are gone, so nothing else competes for the device."""
+    from conch_bench.baretorch import run_bare_torch
+
+    device = "cuda" if options.instance_kind == "gpu" else "cpu"
+    console.print(f"bare torch MLP on {device} ...")
+    results = run_bare_torch(
+        (1, 8, 64, 256), duration_s=min(options.duration_s, 2.0), device=device
+    )
+    return [{**asdict(r), "device": device} for r in results]
+
+
+def _client_check(
+    console: Console, model: BenchModel, target: Target, runs: list[ArmRun], options: SuiteOptions
+) -> ArmRun:
+    """gRPC at its best concurrency again, with twice the client processes.
+
+    The same throughput shows the client was not the limit; more shows it was.
+    """
+    grpc = [r.summary for r in runs if r.model == model.key and r.arm == "triton-grpc"]
+    best = max(grpc, key=lambda s: s.throughput_rps).concurrency
+    processes = 2 * options.processes
+    return _measure(console, model, CLIENT_CHECK_ARM, target, best, options, processes=processes)
+
+
+def _measure(
+    console: Console,
+    model: BenchModel,
+    arm: str,
+    target: Target,
+    concurrency: int,
+    options: SuiteOptions,
+    *,
+    processes: int | None = None,
+) -> ArmRun:
+    spec = LoadSpec(
+        concurrency=concurrency,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        processes=min(processes or options.processes, concurrency),
+    )
+    summary = run_load(target, spec, label=f"{model.key}/{arm}", batch_size=options.batch_size)
+    s = summary
+    console.print(
+        f"{model.key:<12} {arm:<20} c={concurrency:<4} {s.throughput_rps:>9,.0f} req/s  "
+        f"p50 {s.latency_ms['p50']:8.2f} ms  p99 {s.latency_ms['p99']:8.2f} ms  "
+        f"errors {s.errors}  client CPU {'/'.join(f'{c:.0%}' for c in s.client_cpu)}"
+    )
+    return ArmRun(model.key, arm, summary)
+
+
+@contextmanager
+def _arm_target(
+    arm: str,
+    model: BenchModel,
+    triton: EmbeddedTriton,
+    options: SuiteOptions,
+    conch: ConchEndpoint | None,
+    notes: list[str],
+) -> Iterator[Target | None]:
+    """The target for one arm, with whatever server it needs running meanwhile."""
+    batch = options.batch_size
+    if arm in ("triton-grpc", "triton-http", "triton-grpc-nobatch"):
+        protocol: Protocol = "http" if arm == "triton-http" else "grpc"
+        url = triton.http_url if protocol == "http" else triton.grpc_url
+        name = model.nobatch_name if arm.endswith("nobatch") else model.triton_name
+        yield triton_target(protocol, url, name, batch_size=batch, int_high=model.int_high)
+        return
+    if arm == "baseline":
+        if model.onnx_path is None or not model.features:
+            notes.append(f"baseline: no plain-FastAPI arm for {model.key} (not a float-row model)")
+            yield None
+            return
+        with ExitStack() as stack:
+            server = stack.enter_context(BaselineServer(model.onnx_path, workers=options.workers))
+            bodies = render_bodies(model.rest_template, rows=batch, features=model.features)
+            yield RestTarget(url=f"{server.url}/predict", bodies=bodies)
+        return
+    base = None if conch is None else (conch.url if arm == "conch-rest" else conch.url_nolimit)
+    if conch is None or base is None:
+        if conch is not None:
+            notes.append(f"{arm}: skipped, no --conch-url-nolimit given")
+        yield None
+        return
+    target = conch.target(model, base, batch)
+    problem = probe(target)
+    if problem is not None:
+        notes.append(f"{arm} for {model.key}: skipped, a probe request failed: {problem}")
+        yield None
+        return
+    yield target
+
+
+def _write_reports(
+    options: SuiteOptions,
+    console: Console,
+    runs: list[ArmRun],
+    notes: list[str],
+    started: str,
+    bare_torch: list[dict[str, Any]],
+) -> SuiteResult:
+    ratios = compute_ratios(runs)
+    console.print(report.summary_table(runs, title="conch bench suite"))
+    report.print_errors(console, runs)
+    if ratios:
+        console.print(report.ratio_table(ratios))
+    results_path = options.output_dir / "bench" / "results.json"
+    previous = report.load_runs(results_path)
+    if previous:
+        deltas = report.delta_table(previous, runs)
+        if deltas is not None:
+            console.print(deltas)
+    plots = _plots(options.output_dir, runs)
+    if runs and not plots:
+        notes.append(MISSING)
+    command = "conch bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    document = report.results_document(
+        runs,
+        ratios,
+        machine=describe_machine(),
+        settings=options.settings(),
+        command=command if sys.argv[1:2] == ["bench"] else "conch bench suite",
+        created_at=started,
+        notes=notes,
+    )
+    document["bare_torch"] = bare_torch
+    report.write_json(results_path, document)
+    markdown_path = options.output_dir / "BENCHMARKS.md"
+    report.write_markdown(markdown_path, document, runs, ratios, plots)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"wrote {markdown_path} and {results_path}")
+    return SuiteResult(runs, notes, results_path, markdown_path)
+
+
+def _plots(output_dir: Path, runs: list[ArmRun]) -> list[Path]:
+    plots = []
+    for model in dict.fromkeys(r.model for r in runs):
+        path = output_dir / "bench" / f"{model}.png"
+        title = f"{model}: latency and throughput vs concurrency"
+        written = plot_model(path, title, [r for r in runs if r.model == model])
+        if written is not None:
+            plots.append(written)
+    return plots
+
+
+def render_from_results(output_dir: Path) -> Path:
+    """Rewrite BENCHMARKS.md and the plots from an existing results.json (no measuring)."""
+    results_path = output_dir / "bench" / "results.json"
+    runs = report.load_runs(results_path)
+    if runs is None:
+        raise FileNotFoundError(f"no readable results at {results_path}")
+    document = json.loads(results_path.read_text())
+    markdown_path = output_dir / "BENCHMARKS.md"
+    report.write_markdown(
+        markdown_path, document, runs, compute_ratios(runs), _plots(output_dir, runs)
+    )
+    return markdown_path

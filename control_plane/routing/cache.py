@@ -1,0 +1,86 @@
+"""Per-replica cache of each project's routing table (sticky flag, salt, active slots).
+
+Project predictions are the hot path; reading the project and its slots from SQL
+on every request cost more than the inference itself. Entries live for a short
+TTL and are dropped at once by `slot_changed` events, so a slot change reaches
+this replica at event speed, and within the TTL even when the event is lost.
+While the event listener is not subscribed (Redis down, reconnecting) nothing is
+cached: every project request reads SQL, the source of truth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from control_plane.events.schemas import SlotChanged
+from control_plane.routing.repository import get_project, project_slots
+
+DEFAULT_TTL_S = 5.0
+
+
+@dataclass(frozen=True)
+class SlotRoute:
+    id: int
+    name: str
+    model_id: int
+    weight: int
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class ProjectRoutes:
+    project_id: int
+    sticky: bool
+    salt: str
+    slots: tuple[SlotRoute, ...]  # active slots, oldest first
+    model_ids: frozenset[int]  # every model a slot of the project names, active or not
+
+
+class RoutingCache:
+    def __init__(
+        self, ttl_s: float = DEFAULT_TTL_S, events_current: Callable[[], bool] = lambda: True
+    ) -> None:
+        self._ttl = ttl_s
+        self._events_current = events_current
+        self._entries: dict[int, tuple[ProjectRoutes, float]] = {}
+        # Bumped by every invalidation: a load that overlapped one may have read the
+        # old slots, so its result is used once but not cached.
+        self._generation = 0
+
+    async def routes(
+        self, sessionmaker: async_sessionmaker[AsyncSession], project_id: int
+    ) -> ProjectRoutes:
+        trusted = self._events_current()
+        entry = self._entries.get(project_id) if trusted else None
+        if entry is not None and time.monotonic() - entry[1] < self._ttl:
+            return entry[0]
+        generation = self._generation
+        async with sessionmaker() as session:
+            project = await get_project(session, project_id)
+            slots = await project_slots(session, project_id)
+            routes = ProjectRoutes(
+                project_id=project.id,
+                sticky=project.sticky,
+                salt=project.salt,
+                slots=tuple(
+                    SlotRoute(s.id, s.name, s.model_id, s.weight) for s in slots if s.active
+                ),
+                model_ids=frozenset(s.model_id for s in slots),
+            )
+        if trusted and generation == self._generation:
+            self._entries[project_id] = (routes, time.monotonic())
+        return routes
+
+    def invalidate(self, project_id: int | None = None) -> None:
+        self._generation += 1
+        if project_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(project_id, None)
+
+    async def on_slot_changed(self, event: SlotChanged) -> None:
+        self.invalidate(event.project_id)

@@ -1,0 +1,1 @@
+"""Conch's tests, mirroring the source tree."""
