@@ -11,8 +11,9 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing Conch with its extras into $(VENV) (the first time takes a minute or two)..."
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install --progress-bar on -e ".[dev]"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -31,6 +32,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: setup
+	@command -v wrk >/dev/null || echo "note: wrk is not on PATH (apt-get install -y wrk): the triton-http arms will be skipped"
 	$(BIN)/conch bench suite
 
 clean:

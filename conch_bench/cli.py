@@ -178,8 +178,19 @@ def suite_command(
         bool, typer.Option(help="also time the MLP called directly with torch")
     ] = True,
     client_check: Annotated[
-        bool, typer.Option(help="re-run gRPC's best point with 2x client processes")
+        bool,
+        typer.Option(
+            help="re-run gRPC's best point with 2x client processes, triton-http's through Python"
+        ),
     ] = True,
+    open_loop: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="open-loop pass per model at this share of the slowest arm's best req/s (0: off)",
+        ),
+    ] = 0.5,
     note: Annotated[
         list[str] | None, typer.Option(help="context recorded in the report, repeatable")
     ] = None,
@@ -222,6 +233,7 @@ def suite_command(
         conch=conch,
         start_conch=start_conch,
         client_check=client_check,
+        open_loop_fraction=open_loop,
         bare_torch=bare_torch,
         notes=tuple(note or ()),
     )

@@ -4,9 +4,12 @@ Two control planes (uvicorn, same worker count as the baseline) share one SQLite
 database and one embedded Redis: `conch-rest` with rate limiting on and
 `conch-rest-nolimit` with `CONCH_RATE_LIMIT_ENABLED=false`. The predict key's
 limit is far above what the machine can serve, so the limiter's Redis round trip
-is on the path but never rejects. Recommenders go through a project with one
-slot (`/inference/predict/project/{id}`: key, slot choice, limiter); float-row
-models through `/api/v1/models/{id}/predict` when the control plane has it.
+is on the path but never rejects. `conch-rest-manykeys` goes to the limited
+control plane with MANY_KEYS predict keys cycled per request: one bucket per
+key, as with real traffic, instead of one hot bucket (the limiter's best case).
+Recommenders go through a project with one slot
+(`/inference/predict/project/{id}`: key, slot choice, limiter); float-row models
+through `/api/v1/models/{id}/predict` when the control plane has it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from conch_manifest.locations import state_dir
 
 # Far above anything one machine serves: the limiter runs, but never says no.
 BENCH_RATE_LIMIT = "100000000/minute"
+MANY_KEYS = 1000
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,11 @@ class ConchEndpoint:
     url_nolimit: str | None = None
     model_ids: dict[str, str] = field(default_factory=dict)  # bench key -> Conch model id
     project_ids: dict[str, str] = field(default_factory=dict)  # bench key -> project id
+    many_keys: tuple[str, ...] = ()  # predict keys for the many-keys arm
 
-    def target(self, model: BenchModel, base: str, batch_size: int) -> RestTarget:
+    def target(
+        self, model: BenchModel, base: str, batch_size: int, *, many_keys: bool = False
+    ) -> RestTarget:
         model_id = self.model_ids.get(model.key, model.triton_name)
         if model.key == "recommender":
             project = self.project_ids.get(model.key)
@@ -59,13 +66,17 @@ class ConchEndpoint:
         bodies = render_bodies(
             model.rest_template, rows=batch_size, features=model.features, user_ids=model.user_ids
         )
-        headers = {"X-API-Key": self.api_key}
-        return RestTarget(url=base.rstrip("/") + path, bodies=bodies, headers=headers)
+        url = base.rstrip("/") + path
+        if many_keys:
+            return RestTarget(url=url, bodies=bodies, key_header="X-API-Key", keys=self.many_keys)
+        return RestTarget(url=url, bodies=bodies, headers={"X-API-Key": self.api_key})
 
 
 def probe(target: RestTarget) -> str | None:
     """None when one request succeeds, else why (so an arm is skipped with a reason)."""
     headers = {"Content-Type": "application/json", **target.headers}
+    if target.key_header and target.keys:
+        headers[target.key_header] = target.keys[0]
     try:
         response = httpx.request(
             target.method, target.url, content=target.bodies[0], headers=headers, timeout=30
@@ -111,7 +122,7 @@ def _control_plane(env: dict[str, str], workers: int, name: str) -> tuple[Manage
     raise ProcessStartError(f"{name} not healthy within 90s (log: {log})")
 
 
-async def _create_keys(database_url: str, secret: str) -> tuple[str, str]:
+async def _create_keys(database_url: str, secret: str) -> tuple[str, str, tuple[str, ...]]:
     from control_plane.db.engine import create_engine, create_sessionmaker
     from control_plane.keys.service import create_key
 
@@ -122,9 +133,21 @@ async def _create_keys(database_url: str, secret: str) -> tuple[str, str]:
             _, predict = await create_key(
                 session, secret, scopes=["predict"], name="bench", rate_limit=BENCH_RATE_LIMIT
             )
+            many = [
+                (
+                    await create_key(
+                        session,
+                        secret,
+                        scopes=["predict"],
+                        name=f"bench-many-{i}",
+                        rate_limit=BENCH_RATE_LIMIT,
+                    )
+                )[1]
+                for i in range(MANY_KEYS)
+            ]
     finally:
         await engine.dispose()
-    return admin, predict
+    return admin, predict, tuple(many)
 
 
 def _register(
@@ -167,7 +190,7 @@ def conch_stack(
         # A real secret, as in production: the development key would add the
         # loopback-only guard (core/loopback.py) to the path being measured.
         secret = secrets.token_urlsafe(32)
-        admin, predict = asyncio.run(_create_keys(database_url, secret))
+        admin, predict, many = asyncio.run(_create_keys(database_url, secret))
         env = dict(
             os.environ,
             CONCH_ENVIRONMENT="production",
@@ -187,4 +210,4 @@ def conch_stack(
         )
         stack.callback(unlimited.stop)
         model_ids, project_ids = _register(url, admin, models)
-        yield ConchEndpoint(url, predict, url_nolimit, model_ids, project_ids)
+        yield ConchEndpoint(url, predict, url_nolimit, model_ids, project_ids, many)

@@ -32,6 +32,7 @@ class RestDoor:
 
         self._target = target
         self._bodies = itertools.cycle(target.bodies)
+        self._keys = itertools.cycle(target.keys) if target.key_header and target.keys else None
         headers = {"Content-Type": "application/json", **target.headers}
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(concurrency, 1), force_close=False),
@@ -40,8 +41,9 @@ class RestDoor:
         )
 
     async def call(self) -> None:
+        headers = None if self._keys is None else {self._target.key_header: next(self._keys)}
         async with self._session.request(
-            self._target.method, self._target.url, data=next(self._bodies)
+            self._target.method, self._target.url, data=next(self._bodies), headers=headers
         ) as response:
             payload = await response.read()
             if response.status != self._target.expect_status:

@@ -76,6 +76,7 @@ class _Recorder:
         self.messages: list[str] = []
         self.max_lag = 0.0
         self.dropped = 0
+        self.late: list[float] = []
         self.last_done = t_end
 
     def error(self, sent: float, exc: BaseException) -> None:
@@ -101,8 +102,12 @@ async def _closed_user(door: Door, rec: _Recorder, t_start: float) -> None:
             rec.error(sent, exc)
             continue
         done = time.perf_counter()
-        if sent >= rec.t_measure and done <= rec.t_end:
+        if sent < rec.t_measure:
+            continue
+        if done <= rec.t_end:
             rec.latencies.append(done - sent)
+        else:
+            rec.late.append(done - sent)  # answered after the cut: in the tail, not the rate
 
 
 async def _open_sender(
@@ -188,6 +193,7 @@ async def _run_share(
         cpu_s=cpu[1] - cpu[0],
         max_send_lag_s=rec.max_lag,
         dropped=rec.dropped,
+        late_s=np.asarray(rec.late, dtype=np.float64),
     )
 
 

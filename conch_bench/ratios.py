@@ -1,8 +1,13 @@
 """The target ratios, each computed from two arms measured in the same run.
 
-Arm names: triton-grpc, triton-http, triton-grpc-nobatch (dynamic batching off),
-conch-rest (auth, slot and rate limit on), conch-rest-nolimit, baseline (plain
-FastAPI). A ratio whose arms were not measured is left out, not guessed.
+Arm names: triton-grpc, triton-http (wrk), triton-grpc-nobatch (dynamic batching
+off), conch-rest (auth, slot and rate limit on), conch-rest-manykeys (the same,
+MANY_KEYS keys cycled), conch-rest-nolimit, baseline-naive and baseline-tuned
+(plain FastAPI). A ratio whose arms were not measured is left out, not guessed.
+
+Throughput ratios come twice: at each arm's best concurrency (its saturation
+point, which may differ between the arms) and at one fixed concurrency (the same
+offered load for both). Client checks carry a verdict that can fail.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ from conch_bench.stats import RunSummary
 
 # gRPC at its best concurrency, again with twice the client processes.
 CLIENT_CHECK_ARM = "triton-grpc-2x-clients"
+# triton-http (wrk) at its best concurrency, again through the Python client.
+HTTP_CHECK_ARM = "triton-http-python"
+NAIVE, TUNED = "baseline-naive", "baseline-tuned"
+# Two clients on the same arm "agree" within this relative throughput difference:
+# repeated runs of one arm on a quiet machine vary by a few percent.
+CLIENT_NOISE = 0.10
+P50_TARGET = 1.5  # Conch's p50 at concurrency 1 over the in-process baseline's
 
 
 @dataclass(frozen=True)
@@ -40,18 +52,29 @@ class Ratio:
     value: float
     unit: str  # "µs", "x", "%"
     detail: str
+    target: str = ""  # e.g. "≤ 1.50x"; empty: reported, not judged
+    passed: bool | None = None  # None: no target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class _Index:
+    """Closed-loop runs by (model, arm, concurrency); open-loop runs by (model, arm)."""
+
     def __init__(self, runs: Sequence[ArmRun]) -> None:
-        self._by_key = {(r.model, r.arm, r.summary.concurrency): r.summary for r in runs}
-        self._runs = runs
+        closed = [r for r in runs if r.summary.mode == "closed"]
+        self._by_key = {(r.model, r.arm, r.summary.concurrency): r.summary for r in closed}
+        self._open = {(r.model, r.arm): r.summary for r in runs if r.summary.mode == "open"}
+        self._runs = closed
+        self._models = list(dict.fromkeys(r.model for r in runs))
 
     def at(self, model: str, arm: str, concurrency: int) -> RunSummary | None:
         summary = self._by_key.get((model, arm, concurrency))
+        return summary if summary is not None and summary.requests > 0 else None
+
+    def open_loop(self, model: str, arm: str) -> RunSummary | None:
+        summary = self._open.get((model, arm))
         return summary if summary is not None and summary.requests > 0 else None
 
     def common(self, model: str, arm: str, ref: str, wanted: int) -> int | None:
@@ -69,7 +92,7 @@ class _Index:
         return max(runs, key=lambda s: s.throughput_rps, default=None)
 
     def models(self) -> list[str]:
-        return list(dict.fromkeys(r.model for r in self._runs))
+        return self._models
 
 
 def compute_ratios(runs: Sequence[ArmRun], *, low: int = 1, mid: int = 64) -> list[Ratio]:
@@ -78,13 +101,25 @@ def compute_ratios(runs: Sequence[ArmRun], *, low: int = 1, mid: int = 64) -> li
     for model in index.models():
         ratios += _overhead(index, model, "conch-rest", "triton-grpc", low, "Conch REST over gRPC")
         ratios += _overhead(index, model, "conch-rest", "conch-rest-nolimit", low, "rate limit")
-        ratios += _max_throughput(index, model, "conch-rest", "triton-grpc")
-        ratios += _max_throughput(index, model, "conch-rest", "conch-rest-nolimit")
-        ratios += _max_throughput(index, model, "triton-http", "triton-grpc")
+        ratios += _overhead(
+            index, model, "conch-rest-manykeys", "conch-rest-nolimit", low, "rate limit, many keys"
+        )
+        ratios += _p50_target(index, model, low)
+        for arm, ref in (
+            ("conch-rest", "triton-grpc"),
+            ("conch-rest", "conch-rest-nolimit"),
+            ("conch-rest-manykeys", "conch-rest-nolimit"),
+            ("triton-http", "triton-grpc"),
+        ):
+            ratios += _max_throughput(index, model, arm, ref)
+            ratios += _pair_at(index, model, arm, ref, mid)
         ratios += _pair_at(index, model, "triton-grpc", "triton-grpc-nobatch", mid)
         ratios += _client_check(index, model)
-        for arm in ("conch-rest", "triton-grpc", "triton-http"):
-            ratios += _pair_at(index, model, arm, "baseline", mid)
+        ratios += _http_client_check(index, model)
+        for arm in ("conch-rest", "triton-grpc", "triton-http", NAIVE):
+            ratios += _pair_at(index, model, arm, TUNED, mid)
+        for arm in ("conch-rest", "triton-grpc"):
+            ratios += _open_pair(index, model, arm, TUNED)
     return ratios
 
 
@@ -94,20 +129,38 @@ def _overhead(index: _Index, model: str, arm: str, ref: str, c: int, what: str) 
         return []
     detail = f"{arm} minus {ref} at concurrency {c}"
     return [
+        Ratio(f"{what}: added {q}", model, (a.latency_ms[q] - b.latency_ms[q]) * 1e3, "µs", detail)
+        for q in ("p50", "p99")
+    ]
+
+
+def _p50_target(index: _Index, model: str, c: int) -> list[Ratio]:
+    """Conch's p50 against the in-process baseline's, one request at a time."""
+    conch, base = index.at(model, "conch-rest", c), index.at(model, TUNED, c)
+    if conch is None or base is None or base.latency_ms["p50"] == 0:
+        return []
+    value = conch.latency_ms["p50"] / base.latency_ms["p50"]
+    gap = (conch.latency_ms["p50"] - base.latency_ms["p50"]) * 1e3
+    where = (
+        f"the baseline wins by {gap:.0f} µs: it runs the model in its own process, "
+        "while Conch adds a key check, the limiter's Redis round trip and a hop to Triton"
+        if gap > 0
+        else f"Conch is {-gap:.0f} µs faster"
+    )
+    detail = (
+        f"conch-rest p50 {conch.latency_ms['p50']:.2f} ms / {TUNED} "
+        f"{base.latency_ms['p50']:.2f} ms at concurrency {c}; {where}"
+    )
+    return [
         Ratio(
-            f"{what}: added p50",
+            f"conch-rest / {TUNED}: p50 at concurrency {c}",
             model,
-            (a.latency_ms["p50"] - b.latency_ms["p50"]) * 1e3,
-            "µs",
+            value,
+            "x",
             detail,
-        ),
-        Ratio(
-            f"{what}: added p99",
-            model,
-            (a.latency_ms["p99"] - b.latency_ms["p99"]) * 1e3,
-            "µs",
-            detail,
-        ),
+            target=f"≤ {P50_TARGET:.2f}x",
+            passed=value <= P50_TARGET,
+        )
     ]
 
 
@@ -117,20 +170,20 @@ def _max_throughput(index: _Index, model: str, arm: str, ref: str) -> list[Ratio
         return []
     detail = (
         f"{arm} {a.throughput_rps:.0f} req/s (c={a.concurrency}) / "
-        f"{ref} {b.throughput_rps:.0f} req/s (c={b.concurrency})"
+        f"{ref} {b.throughput_rps:.0f} req/s (c={b.concurrency}), each at its best"
     )
     ratio = a.throughput_rps / b.throughput_rps
     out = [Ratio(f"max throughput {arm} / {ref}", model, ratio, "x", detail)]
     if ref == "conch-rest-nolimit":
+        what = "rate limit" if arm == "conch-rest" else "rate limit, many keys"
         out.append(
-            Ratio(
-                "rate limit: throughput loss at saturation", model, (1 - ratio) * 100, "%", detail
-            )
+            Ratio(f"{what}: throughput loss at saturation", model, (1 - ratio) * 100, "%", detail)
         )
     return out
 
 
 def _pair_at(index: _Index, model: str, arm: str, ref: str, wanted: int) -> list[Ratio]:
+    """Both arms at the same concurrency: the same offered load."""
     c = index.common(model, arm, ref, wanted)
     if c is None:
         return []
@@ -140,25 +193,80 @@ def _pair_at(index: _Index, model: str, arm: str, ref: str, wanted: int) -> list
     detail = f"at concurrency {c}"
     return [
         Ratio(
-            f"{arm} / {ref}: throughput", model, a.throughput_rps / b.throughput_rps, "x", detail
+            f"{arm} / {ref}: throughput at c={c}",
+            model,
+            a.throughput_rps / b.throughput_rps,
+            "x",
+            detail,
         ),
-        Ratio(f"{arm} / {ref}: p99", model, a.latency_ms["p99"] / b.latency_ms["p99"], "x", detail),
+        Ratio(
+            f"{arm} / {ref}: p99 at c={c}",
+            model,
+            a.latency_ms["p99"] / b.latency_ms["p99"],
+            "x",
+            detail,
+        ),
     ]
+
+
+def _open_pair(index: _Index, model: str, arm: str, ref: str) -> list[Ratio]:
+    """Latency under load: both arms offered the same fixed rate (open loop)."""
+    a, b = index.open_loop(model, arm), index.open_loop(model, ref)
+    if a is None or b is None or a.rate != b.rate or b.latency_ms["p99"] == 0:
+        return []
+    detail = (
+        f"open-loop at {a.rate:g} req/s: p99 {a.latency_ms['p99']:.2f} ms / "
+        f"{b.latency_ms['p99']:.2f} ms"
+    )
+    value = a.latency_ms["p99"] / b.latency_ms["p99"]
+    return [Ratio(f"{arm} / {ref}: p99 open-loop at {a.rate:g}/s", model, value, "x", detail)]
+
+
+def client_verdict(
+    reference: RunSummary, check: RunSummary, *, two_sided: bool, noise: float = CLIENT_NOISE
+) -> tuple[bool, str]:
+    """Do two measurements of one arm by different clients agree within the noise?
+
+    `check / reference` above 1 + noise: the reference's client limited it. With
+    `two_sided` (two different clients), below 1 - noise: the check's client did.
+    One-sided (the same client, more processes), less is extra clients taking CPU
+    from the server on a small machine, not a client limit.
+    """
+    value = check.throughput_rps / reference.throughput_rps
+    if value > 1 + noise:
+        return False, f"the {reference.client} client limited {reference.label}"
+    if two_sided and value < 1 - noise:
+        return False, f"the {check.client} client limited {check.label}"
+    return True, f"within ±{noise:.0%}: the client was not the limit"
+
+
+def _check_ratio(
+    name: str, model: str, ref: RunSummary, check: RunSummary, *, two_sided: bool
+) -> Ratio:
+    passed, verdict = client_verdict(ref, check, two_sided=two_sided)
+    detail = (
+        f"at concurrency {check.concurrency}: {check.client} x{check.processes} "
+        f"{check.throughput_rps:.0f} req/s vs {ref.client} x{ref.processes} "
+        f"{ref.throughput_rps:.0f} req/s; {verdict}"
+    )
+    bound = f"1 ± {CLIENT_NOISE:.2f}" if two_sided else f"≤ {1 + CLIENT_NOISE:.2f}x"
+    value = check.throughput_rps / ref.throughput_rps
+    return Ratio(name, model, value, "x", detail, target=bound, passed=passed)
 
 
 def _client_check(index: _Index, model: str) -> list[Ratio]:
     check = index.best(model, CLIENT_CHECK_ARM)
-    if check is None:
+    ref = None if check is None else index.at(model, "triton-grpc", check.concurrency)
+    if check is None or ref is None or ref.throughput_rps == 0:
         return []
-    c = check.concurrency
-    ref = index.at(model, "triton-grpc", c)
-    if ref is None or ref.throughput_rps == 0:
+    name = "client check: gRPC throughput with 2x client processes"
+    return [_check_ratio(name, model, ref, check, two_sided=False)]
+
+
+def _http_client_check(index: _Index, model: str) -> list[Ratio]:
+    check = index.best(model, HTTP_CHECK_ARM)
+    ref = None if check is None else index.at(model, "triton-http", check.concurrency)
+    if check is None or ref is None or ref.throughput_rps == 0:
         return []
-    detail = (
-        f"triton-grpc at concurrency {c}: {check.processes} client processes "
-        f"{check.throughput_rps:.0f} req/s vs {ref.processes}: {ref.throughput_rps:.0f} req/s "
-        "(≤ 1.0x: the client was not the limit; on a small machine extra clients take CPU "
-        "from the server)"
-    )
-    value = check.throughput_rps / ref.throughput_rps
-    return [Ratio("client check: throughput with 2x client processes", model, value, "x", detail)]
+    name = "client check: triton-http through Python / through wrk"
+    return [_check_ratio(name, model, ref, check, two_sided=True)]

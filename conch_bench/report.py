@@ -24,23 +24,43 @@ RESULTS_SCHEMA = 1
 METHOD = (
     "## Method",
     "",
-    "Closed loop: a fixed number of requests in flight (the concurrency), split over",
-    "the client processes, each an asyncio loop; latency from send to answer; the",
-    "warm-up is sent but not measured. Percentiles are nearest-rank over the merged",
-    "raw samples of all processes. Client CPU is each client process's CPU time over",
-    "the window: near 100 % means the client may be the bottleneck.",
+    "Closed loop: a fixed number of requests in flight (the concurrency). The Python",
+    "client (`conch_bench/loadgen.py`) splits them over client processes, each an",
+    "asyncio loop; `triton-http` is driven by `wrk` (C, `conch_bench/native.py`)",
+    "sending the same binary-tensor body, because the Python client tops out near",
+    "5k req/s. Latency from send to answer; the warm-up is sent but not measured.",
+    "Percentiles are nearest-rank over the merged raw samples (wrk: its histogram).",
+    "Client CPU is each client process's (wrk: thread's) CPU over the window: near",
+    "100 % means the client may be the bottleneck. *late*: requests sent in the",
+    "window but answered after it (at most one per connection); they count in the",
+    "percentiles, since the slowest requests are the likeliest to straddle the cut,",
+    "but not in req/s. wrk cannot report its late requests: they are dropped.",
+    "",
+    "Open loop (rows `open-loop N/s`): every arm offered the same fixed rate, half",
+    "the slowest arm's best closed-loop throughput; each latency counts from the",
+    "scheduled send, so a stalled server pays for the requests it delayed.",
+    "",
+    "Throughput ratios appear at each arm's best concurrency (`max throughput`,",
+    "different concurrencies) and at one fixed concurrency (`at c=N`).",
     "",
     "| arm | what is measured |",
     "|---|---|",
     "| triton-grpc | Triton directly, KServe v2 gRPC, binary tensors, dynamic batching on |",
-    "| triton-http | Triton directly, KServe v2 HTTP with the binary tensor extension |",
+    "| triton-http | Triton directly, KServe v2 HTTP with the binary tensor extension, wrk |",
     "| triton-grpc-nobatch | the same model file under a config without `dynamic_batching` |",
     "| conch-rest | Conch's REST API: API key, slot choice (recommenders), rate limiter on |",
+    "| conch-rest-manykeys | the same with 1,000 API keys cycled per request (one limiter "
+    "bucket each) |",
     "| conch-rest-nolimit | the same with `CONCH_RATE_LIMIT_ENABLED=false` |",
     "| triton-grpc-2x-clients | triton-grpc at its best concurrency with twice the client "
-    "processes: the client check |",
-    "| baseline | plain FastAPI + onnxruntime in-process (`conch_bench/baseline.py`), "
-    "uvicorn with the same worker count as Conch |",
+    "processes: a client check |",
+    "| triton-http-python | triton-http at wrk's best concurrency through the Python client: "
+    "a client check (must agree with wrk within the noise) |",
+    "| baseline-naive | plain FastAPI + onnxruntime in-process, defaults (`def` handler, "
+    "spinning ORT pool, pydantic) (`conch_bench/baseline.py`) |",
+    "| baseline-tuned | the same model as a competent engineer would serve it: ORT on one "
+    "thread without spinning, `async` handler + small executor, orjson; Conch's ratios "
+    "compare against this one |",
 )
 
 
@@ -52,24 +72,39 @@ def _cpu(summary: RunSummary) -> str:
     return "/".join(f"{c:.0%}" for c in summary.client_cpu)
 
 
+def load_label(summary: RunSummary) -> str:
+    """Closed loop: the concurrency; open loop: the offered rate, labelled as such."""
+    return str(summary.concurrency) if summary.mode == "closed" else f"open-loop {summary.rate:g}/s"
+
+
+def _check(ratio: Ratio) -> str:
+    if ratio.passed is None:
+        return ""
+    return f"{'ok' if ratio.passed else 'FAIL'} ({ratio.target})"
+
+
 def summary_table(runs: Sequence[ArmRun], title: str = "results") -> Table:
     table = Table(title=title)
     for column in ("model", "arm", "conc.", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"):
         table.add_column(column, justify="right" if column[0] in "crp" else "left")
     table.add_column("errors", justify="right")
+    table.add_column("late", justify="right")
+    table.add_column("client", justify="left")
     table.add_column("client CPU", justify="right")
     for run in runs:
         s = run.summary
-        load = str(s.concurrency) if s.mode == "closed" else f"{s.rate:g}/s"
         errors = f"[red]{s.errors}[/red]" if s.errors else "0"
+        late = f"[yellow]{s.late}[/yellow]" if s.late else "0"
         cpu = f"[yellow]{_cpu(s)}[/yellow]" if s.client_saturated else _cpu(s)
         table.add_row(
             run.model,
             run.arm,
-            load,
+            load_label(s),
             f"{s.throughput_rps:,.0f}",
             *(_ms(s.latency_ms[k]) for k in ("p50", "p90", "p99", "p99.9")),
             errors,
+            late,
+            s.client,
             cpu,
         )
     return table
@@ -78,9 +113,7 @@ def summary_table(runs: Sequence[ArmRun], title: str = "results") -> Table:
 def print_errors(console: Console, runs: Sequence[ArmRun]) -> None:
     for run in runs:
         for message in run.summary.first_errors:
-            console.print(
-                f"[red]{run.model}/{run.arm} c={run.summary.concurrency}:[/red] {message}"
-            )
+            console.print(f"[red]{run.model}/{run.arm} {load_label(run.summary)}:[/red] {message}")
 
 
 def print_client_notes(console: Console, runs: Sequence[ArmRun]) -> None:
@@ -98,10 +131,13 @@ def print_client_notes(console: Console, runs: Sequence[ArmRun]) -> None:
 
 def ratio_table(ratios: Sequence[Ratio]) -> Table:
     table = Table(title="ratios (same run)")
-    for column in ("model", "ratio", "value", "from"):
+    for column in ("model", "ratio", "value", "check", "from"):
         table.add_column(column, justify="right" if column == "value" else "left")
     for r in ratios:
-        table.add_row(r.model, r.name, _ratio_value(r), r.detail)
+        check = _check(r)
+        if r.passed is False:
+            check = f"[red]{check}[/red]"
+        table.add_row(r.model, r.name, _ratio_value(r), check, r.detail)
     return table
 
 
@@ -173,7 +209,7 @@ def _nan_back(run: dict[str, Any]) -> dict[str, Any]:
 
 def delta_table(previous: Sequence[ArmRun], current: Sequence[ArmRun]) -> Table | None:
     """Relative change of throughput, p50 and p99 for every run present in both."""
-    before = {(r.model, r.arm, r.summary.concurrency): r.summary for r in previous}
+    before = {(r.model, r.arm, load_label(r.summary)): r.summary for r in previous}
     table = Table(title="change since the previous results.json")
     for column in ("model", "arm", "conc.", "req/s", "p50", "p99"):
         table.add_column(
@@ -181,14 +217,14 @@ def delta_table(previous: Sequence[ArmRun], current: Sequence[ArmRun]) -> Table 
         )
     rows = 0
     for run in current:
-        old = before.get((run.model, run.arm, run.summary.concurrency))
+        old = before.get((run.model, run.arm, load_label(run.summary)))
         if old is None:
             continue
         new = run.summary
         table.add_row(
             run.model,
             run.arm,
-            str(new.concurrency),
+            load_label(new),
             _change(old.throughput_rps, new.throughput_rps, higher_is_better=True),
             _change(old.latency_ms["p50"], new.latency_ms["p50"], higher_is_better=False),
             _change(old.latency_ms["p99"], new.latency_ms["p99"], higher_is_better=False),
@@ -238,27 +274,30 @@ def write_markdown(
         "",
         "## Ratios",
         "",
-        "| model | ratio | value | from |",
-        "|---|---|---:|---|",
-        *(f"| {r.model} | {r.name} | {_ratio_value(r)} | {r.detail} |" for r in ratios),
+        "| model | ratio | value | check | from |",
+        "|---|---|---:|---|---|",
+        *(
+            f"| {r.model} | {r.name} | {_ratio_value(r)} | {_check(r)} | {r.detail} |"
+            for r in ratios
+        ),
     ]
     if not ratios:
-        lines.append("| — | no pair of arms measured | | |")
+        lines.append("| — | no pair of arms measured | | | |")
     for model in dict.fromkeys(r.model for r in runs):
         lines += [
             "",
             f"## {model}",
             "",
             "| arm | concurrency | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors "
-            "| client CPU |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| late | client | client CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
         for run in (r for r in runs if r.model == model):
             s = run.summary
             cells = " | ".join(_ms(s.latency_ms[k]) for k in ("p50", "p90", "p99", "p99.9"))
             lines.append(
-                f"| {run.arm} | {s.concurrency} | {s.throughput_rps:,.0f} | {cells} | "
-                f"{s.errors} | {_cpu(s)} |"
+                f"| {run.arm} | {load_label(s)} | {s.throughput_rps:,.0f} | {cells} | "
+                f"{s.errors} | {s.late} | {s.client} | {_cpu(s)} |"
             )
         for plot in plots:
             if plot.stem == model:

@@ -4,6 +4,12 @@ One embedded Triton serves the bench repository (each model plus its
 `__nobatch` twin); the plain-FastAPI baseline runs beside it as a uvicorn
 subprocess; Conch's REST arms go to a control plane given by URL. Arms run one
 after another on the same machine, so their ratios are comparable.
+
+Load generators: triton-http is driven by `wrk` (native.py), the others by the
+Python client (loadgen.py: gRPC, per-request keys, mixed bodies). Each model ends
+with an open-loop pass: every arm offered the same fixed rate, a fraction of the
+slowest arm's best throughput, for latency under load without coordinated
+omission.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from typing import Any
 from rich.console import Console
 
 from conch_bench import report
-from conch_bench.baseline import BaselineServer
+from conch_bench.baseline import BaselineServer, Variant
 from conch_bench.conch_arm import ConchEndpoint, conch_stack, probe
 from conch_bench.loadgen import LoadSpec, run_load
 from conch_bench.machine import describe_machine
 from conch_bench.models import BenchModel, InstanceKind, build_bench_models
+from conch_bench.native import WRK_INSTALL_HINT, WrkError, find_wrk, request_spec, run_wrk
 from conch_bench.plot import MISSING, plot_model
-from conch_bench.ratios import CLIENT_CHECK_ARM, ArmRun, compute_ratios
+from conch_bench.ratios import CLIENT_CHECK_ARM, HTTP_CHECK_ARM, ArmRun, compute_ratios
+from conch_bench.stats import RunSummary
 from conch_bench.targets import Protocol, RestTarget, Target, render_bodies, triton_target
 from conch_embedded.process import free_port
 from conch_embedded.triton_server import EmbeddedTriton
@@ -38,11 +46,14 @@ ALL_ARMS = (
     "triton-http",
     "triton-grpc-nobatch",
     "conch-rest",
+    "conch-rest-manykeys",
     "conch-rest-nolimit",
-    "baseline",
+    "baseline-naive",
+    "baseline-tuned",
 )
 ALL_MODELS = ("tabular", "mlp", "recommender")
-_CONCH_ARMS = {"conch-rest", "conch-rest-nolimit"}
+_CONCH_ARMS = {"conch-rest", "conch-rest-manykeys", "conch-rest-nolimit"}
+_NATIVE_ARMS = {"triton-http"}  # driven by wrk; skipped without it
 
 
 @dataclass(frozen=True)
@@ -62,7 +73,8 @@ class SuiteOptions:
     conch: ConchEndpoint | None = None  # an external control plane; None: start our own
     start_conch: bool = True
     bare_torch: bool = True  # the MLP called directly with torch, for reference
-    client_check: bool = True  # re-run gRPC's best point with 2x client processes
+    client_check: bool = True  # gRPC's best point with 2x clients; HTTP's through Python
+    open_loop_fraction: float = 0.5  # of the slowest arm's best throughput; 0: no open loop
     notes: tuple[str, ...] = ()  # context for the report (e.g. "machine shared with CI")
 
     def settings(self) -> dict[str, Any]:
@@ -123,8 +135,9 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                 )
             except Exception as exc:  # the suite still measures every other arm
                 notes.append(f"conch-rest arms skipped: control plane did not start ({exc})")
+        arms = _available_arms(options, notes)
         for model in models:
-            for arm in options.arms:
+            for arm in arms:
                 with _arm_target(arm, model, triton, options, conch, notes) as target:
                     if target is None:
                         continue
@@ -132,8 +145,24 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                         runs.append(_measure(console, model, arm, target, concurrency, options))
                     if arm == "triton-grpc" and options.client_check:
                         runs.append(_client_check(console, model, target, runs, options))
+                    if arm == "triton-http" and options.client_check:
+                        runs.append(_http_client_check(console, model, target, runs, options))
+            if options.open_loop_fraction > 0:
+                runs += _open_loop_pass(console, model, arms, triton, options, conch, runs)
     bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
     return _write_reports(options, console, runs, notes, started, bare)
+
+
+def _available_arms(options: SuiteOptions, notes: list[str]) -> list[str]:
+    if find_wrk() is not None:
+        return list(options.arms)
+    skipped = [a for a in options.arms if a in _NATIVE_ARMS]
+    if skipped:
+        notes.append(
+            f"{', '.join(skipped)}: skipped, {WRK_INSTALL_HINT}; the Python client tops out "
+            "near 5k req/s and would measure itself, not Triton"
+        )
+    return [a for a in options.arms if a not in _NATIVE_ARMS]
 
 
 def _bare_torch(console: Console, options: SuiteOptions) -> list[dict[str, Any]]:
@@ -161,6 +190,66 @@ def _client_check(
     return _measure(console, model, CLIENT_CHECK_ARM, target, best, options, processes=processes)
 
 
+def _http_client_check(
+    console: Console, model: BenchModel, target: Target, runs: list[ArmRun], options: SuiteOptions
+) -> ArmRun:
+    """triton-http at wrk's best concurrency again, through the Python client.
+
+    The two must agree within the noise; otherwise the report names the client
+    that limited it.
+    """
+    http = [r.summary for r in runs if r.model == model.key and r.arm == "triton-http"]
+    best = max(http, key=lambda s: s.throughput_rps).concurrency
+    return _measure(console, model, HTTP_CHECK_ARM, target, best, options, native=False)
+
+
+def _open_loop_pass(
+    console: Console,
+    model: BenchModel,
+    arms: list[str],
+    triton: EmbeddedTriton,
+    options: SuiteOptions,
+    conch: ConchEndpoint | None,
+    runs: list[ArmRun],
+) -> list[ArmRun]:
+    """Every measured arm at one fixed rate: a fraction of the slowest arm's best."""
+    measured = [a for a in arms if any(r.model == model.key and r.arm == a for r in runs)]
+    bests = [
+        max(r.summary.throughput_rps for r in runs if r.model == model.key and r.arm == arm)
+        for arm in measured
+    ]
+    if not bests or min(bests) <= 0:
+        return []
+    rate = float(max(1, round(min(bests) * options.open_loop_fraction)))
+    spec = LoadSpec(
+        mode="open",
+        rate=rate,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        processes=options.processes,
+    )
+    out = []
+    for arm in measured:
+        with _arm_target(arm, model, triton, options, conch, []) as target:
+            if target is None:
+                continue
+            summary = run_load(
+                target, spec, label=f"{model.key}/{arm}", batch_size=options.batch_size
+            )
+            _print(console, model.key, arm, f"open-loop {rate:g}/s", summary)
+            out.append(ArmRun(model.key, arm, summary))
+    return out
+
+
+def _print(console: Console, model: str, arm: str, load: str, s: RunSummary) -> None:
+    extra = f"  late {s.late}" if s.late else ""
+    console.print(
+        f"{model:<12} {arm:<22} {load:<16} {s.throughput_rps:>9,.0f} req/s  "
+        f"p50 {s.latency_ms['p50']:8.2f} ms  p99 {s.latency_ms['p99']:8.2f} ms  "
+        f"errors {s.errors}{extra}  {s.client} CPU {'/'.join(f'{c:.0%}' for c in s.client_cpu)}"
+    )
+
+
 def _measure(
     console: Console,
     model: BenchModel,
@@ -170,21 +259,53 @@ def _measure(
     options: SuiteOptions,
     *,
     processes: int | None = None,
+    native: bool | None = None,
 ) -> ArmRun:
-    spec = LoadSpec(
-        concurrency=concurrency,
-        duration_s=options.duration_s,
-        warmup_s=options.warmup_s,
-        processes=min(processes or options.processes, concurrency),
-    )
-    summary = run_load(target, spec, label=f"{model.key}/{arm}", batch_size=options.batch_size)
-    s = summary
-    console.print(
-        f"{model.key:<12} {arm:<20} c={concurrency:<4} {s.throughput_rps:>9,.0f} req/s  "
-        f"p50 {s.latency_ms['p50']:8.2f} ms  p99 {s.latency_ms['p99']:8.2f} ms  "
-        f"errors {s.errors}  client CPU {'/'.join(f'{c:.0%}' for c in s.client_cpu)}"
-    )
+    label = f"{model.key}/{arm}"
+    workers = min(processes or options.processes, concurrency)
+    http = request_spec(target) if (arm in _NATIVE_ARMS if native is None else native) else None
+    if http is not None:
+        try:
+            summary = run_wrk(
+                http,
+                concurrency=concurrency,
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                threads=workers,
+                label=label,
+                batch_size=options.batch_size,
+            )
+        except WrkError as exc:  # a failed point is an errored run, not a crashed suite
+            summary = _failed(label, concurrency, str(exc))
+    else:
+        spec = LoadSpec(
+            concurrency=concurrency,
+            duration_s=options.duration_s,
+            warmup_s=options.warmup_s,
+            processes=workers,
+        )
+        summary = run_load(target, spec, label=label, batch_size=options.batch_size)
+    _print(console, model.key, arm, f"c={concurrency}", summary)
     return ArmRun(model.key, arm, summary)
+
+
+def _failed(label: str, concurrency: int, message: str) -> RunSummary:
+    nan = float("nan")
+    return RunSummary(
+        label=label,
+        mode="closed",
+        concurrency=concurrency,
+        rate=None,
+        processes=0,
+        duration_s=0.0,
+        requests=0,
+        errors=1,
+        throughput_rps=0.0,
+        latency_ms={k: nan for k in ("p50", "p90", "p99", "p99.9", "mean", "max")},
+        client_cpu=[],
+        first_errors=[message],
+        client="wrk",
+    )
 
 
 @contextmanager
@@ -204,23 +325,37 @@ def _arm_target(
         name = model.nobatch_name if arm.endswith("nobatch") else model.triton_name
         yield triton_target(protocol, url, name, batch_size=batch, int_high=model.int_high)
         return
-    if arm == "baseline":
+    if arm in ("baseline-naive", "baseline-tuned"):
         if model.onnx_path is None or not model.features:
-            notes.append(f"baseline: no plain-FastAPI arm for {model.key} (not a float-row model)")
+            notes.append(f"{arm}: no plain-FastAPI arm for {model.key} (not a float-row model)")
             yield None
             return
+        variant: Variant = "tuned" if arm == "baseline-tuned" else "naive"
         with ExitStack() as stack:
-            server = stack.enter_context(BaselineServer(model.onnx_path, workers=options.workers))
+            server = stack.enter_context(
+                BaselineServer(model.onnx_path, workers=options.workers, variant=variant)
+            )
             bodies = render_bodies(model.rest_template, rows=batch, features=model.features)
             yield RestTarget(url=f"{server.url}/predict", bodies=bodies)
         return
-    base = None if conch is None else (conch.url if arm == "conch-rest" else conch.url_nolimit)
+    limited = arm != "conch-rest-nolimit"
+    base = None if conch is None else (conch.url if limited else conch.url_nolimit)
     if conch is None or base is None:
-        if conch is not None:
-            notes.append(f"{arm}: skipped, no --conch-url-nolimit given")
+        why = (
+            "no control plane (none started, no --conch-url)"
+            if conch is None
+            else ("no --conch-url-nolimit given")
+        )
+        if f"{arm}: skipped, {why}" not in notes:
+            notes.append(f"{arm}: skipped, {why}")
         yield None
         return
-    target = conch.target(model, base, batch)
+    many = arm == "conch-rest-manykeys"
+    if many and not conch.many_keys:
+        notes.append(f"{arm}: skipped, an external control plane comes with one key")
+        yield None
+        return
+    target = conch.target(model, base, batch, many_keys=many)
     problem = probe(target)
     if problem is not None:
         notes.append(f"{arm} for {model.key}: skipped, a probe request failed: {problem}")

@@ -62,6 +62,10 @@ class RestTarget:
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=dict)
     expect_status: int = 200
+    # Many-keys arms: `keys` cycled per request into `key_header` (the limiter's
+    # realistic case: one bucket per key, not one hot bucket).
+    key_header: str = ""
+    keys: tuple[str, ...] = ()
 
     @property
     def door(self) -> str:

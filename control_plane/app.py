@@ -33,6 +33,7 @@ from control_plane.keys.verifier import KeyVerifier
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.lifecycle.routes import router as engine_router
+from control_plane.manifests.store import ManifestStore
 from control_plane.metrics_route import router as metrics_router
 from control_plane.projects.routes import router as projects_router
 from control_plane.ratelimit.limiter import RateLimiter
@@ -45,22 +46,29 @@ from control_plane.triton.client import TritonGateway
 logger = logging.getLogger(__name__)
 
 
-def _request_redis(url: str | None) -> Redis | None:
-    if url is None:
+def _request_redis(settings: Settings) -> Redis | None:
+    if settings.redis_url is None:
         return None
     # Short timeouts: a stalled Redis must cost a request milliseconds, not seconds.
     return Redis.from_url(
-        url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_connect_timeout_s,
+        health_check_interval=settings.redis_health_check_interval_s,
     )
 
 
-def _events_redis(url: str | None) -> Redis | None:
+def _events_redis(settings: Settings) -> Redis | None:
+    url = settings.events_redis_url
     if url is None:
         return None
     # No read timeout: the subscriber blocks on an idle channel by design; keepalive
     # and health checks notice a dead connection instead.
     return Redis.from_url(
-        url, socket_connect_timeout=2.0, socket_keepalive=True, health_check_interval=30
+        url,
+        socket_connect_timeout=settings.events_connect_timeout_s,
+        socket_keepalive=True,
+        health_check_interval=settings.redis_health_check_interval_s,
     )
 
 
@@ -73,7 +81,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             await asyncio.to_thread(upgrade, settings.database_url)
-        redis = _request_redis(settings.redis_url)  # connects lazily: nothing to close yet
+        redis = _request_redis(settings)  # connects lazily: nothing to close yet
         # First: a REDIS_URL the limiter cannot share limits through refuses to start,
         # before anything that would need closing exists.
         limiter = RateLimiter(
@@ -81,9 +89,18 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             settings.rate_limit,
             settings.rate_limit_fallback,
             namespace=settings.deployment_id,
+            retry_redis_after_s=settings.rate_limit_redis_retry_s,
+            warn_every_s=settings.rate_limit_warn_interval_s,
+            max_tracked_keys=settings.rate_limit_max_tracked_keys,
+            redis_timeout_s=settings.redis_timeout_s,
         )
-        engine = create_engine(settings.database_url)
-        events_redis = _events_redis(settings.events_redis_url)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.sql_pool_size,
+            max_overflow=settings.sql_max_overflow,
+            sqlite_busy_timeout_s=settings.sqlite_busy_timeout_s,
+        )
+        events_redis = _events_redis(settings)
         secret = settings.secret_key.get_secret_value()
         sessionmaker = create_sessionmaker(engine)
         triton = TritonGateway(
@@ -93,6 +110,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             coalesce_in_flight=settings.coalesce_in_flight,
             http_url=settings.triton_infer_http_url,
         )
+        manifests = ManifestStore(settings.model_repository)
         lifecycle = ModelLifecycle(
             triton,
             sessionmaker,
@@ -100,8 +118,16 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             max_loaded=settings.max_loaded_models,
             request_wait_s=settings.model_load_wait_s,
             load_timeout_s=settings.model_load_timeout_s,
+            manifests=manifests,
         )
-        events = EventBus(events_redis, settings.model_events_channel)
+        events = EventBus(
+            events_redis,
+            settings.model_events_channel,
+            publish_timeout_s=settings.events_publish_timeout_s,
+            reconnect_min_s=settings.events_reconnect_min_s,
+            reconnect_max_s=settings.events_reconnect_max_s,
+            dedupe_size=settings.events_dedupe_size,
+        )
         state = AppState(
             settings=settings,
             engine=engine,
@@ -109,13 +135,18 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             redis=redis,
             triton=triton,
             verifier=KeyVerifier(
-                secret, settings.key_cache_ttl_s, events_current=events.is_current
+                secret,
+                settings.key_cache_ttl_s,
+                settings.key_cache_max_entries,
+                events_current=events.is_current,
+                last_used_interval_s=settings.key_last_used_interval_s,
             ),
             routing=RoutingCache(settings.cache_ttl_s, events_current=events.is_current),
             limiter=limiter,
             events=events,
+            manifests=manifests,
             runtimes=RuntimeCache(
-                settings.model_repository,
+                manifests,
                 ttl_s=settings.cache_ttl_s,
                 events_current=events.is_current,
             ),
@@ -125,6 +156,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         state.events.on("key_revoked", state.verifier.on_key_revoked)
         state.events.on("slot_changed", state.routing.on_slot_changed)
         state.events.on("model_deleted", state.runtimes.on_model_deleted)
+        state.events.on("model_deleted", state.manifests.on_model_deleted)
         # Events missed while disconnected may hide slot changes, revocations, deletions.
         state.events.on_subscribe(state.routing.invalidate)
         state.events.on_subscribe(state.verifier.clear)

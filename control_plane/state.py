@@ -18,6 +18,7 @@ from control_plane.inference.runtime import RuntimeCache
 from control_plane.keys.verifier import KeyVerifier
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.reconciler import Reconciler
+from control_plane.manifests.store import ManifestStore
 from control_plane.ratelimit.limiter import RateLimiter
 from control_plane.routing.cache import RoutingCache
 from control_plane.triton.client import TritonGateway
@@ -33,6 +34,7 @@ class AppState:
     verifier: KeyVerifier
     limiter: RateLimiter
     events: EventBus
+    manifests: ManifestStore
     runtimes: RuntimeCache
     lifecycle: ModelLifecycle
     reconciler: Reconciler
@@ -49,6 +51,7 @@ class AppState:
         components.add(KeyVerifier, self.verifier)
         components.add(RateLimiter, self.limiter)
         components.add(EventBus, self.events)
+        components.add(ManifestStore, self.manifests)
         components.add(RuntimeCache, self.runtimes)
         components.add(ModelLifecycle, self.lifecycle)
         components.add(Reconciler, self.reconciler)

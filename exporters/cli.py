@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import enum
 import importlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from conch_embedded.process import ProcessStartError
 from conch_manifest.locations import default_model_repository
+from exporters.display import show_steps
 from exporters.errors import ExportError
-from exporters.pipeline import ExportResult, ProgressHook, ServingOptions
+from exporters.pipeline import ExportResult, ServingOptions
 from exporters.repository import validate_name
+from exporters.steps import ProgressHook
 
 TRUST_WARNING = "Loading a pickle executes code stored in it: export only files you trust."
 
@@ -151,39 +152,21 @@ def _options(kind: InstanceKind, instances: int, max_batch: int, delay: int) -> 
     )
 
 
-@contextmanager
-def _steps(title: str) -> Iterator[ProgressHook]:
-    """A spinner naming the current step; each finished step is printed with a check mark."""
-    labels = {
-        "convert": "convert to the serving format",
-        "write": "write model, config.pbtxt",
-        "parity": "parity check through Triton",
-        "publish": "write manifest, publish",
-    }
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as progress:
-        task = progress.add_task(title, total=None)
-        current: list[str] = []
-
-        def hook(step: str) -> None:
-            if current:
-                progress.console.print(f"  [green]✓[/] {current[-1]}")
-            current.append(labels.get(step, step))
-            progress.update(task, description=f"{title}: {current[-1]}")
-
-        yield hook
-        if current:
-            progress.console.print(f"  [green]✓[/] {current[-1]}")
+def next_command(triton_name: str, url: str) -> str:
+    """The `conch models register` call (control_plane/cli/manage.py) that serves the export;
+    the key is left to CONCH_API_KEY so the hint never prints a secret."""
+    return (
+        f'conch models register {triton_name} --url {shlex.quote(url)} --api-key "$CONCH_API_KEY"'
+    )
 
 
 def _run(
     title: str,
     export: Callable[[ProgressHook], ExportResult],
-    registration: Registration | None = None,
+    registration: Registration,
 ) -> None:
     try:
-        with _steps(title) as hook:
+        with show_steps(console, title) as hook:
             result = export(hook)
     except (ExportError, ProcessStartError, OSError) as exc:
         errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -194,7 +177,14 @@ def _run(
     console.print(
         f"parity: {'passed' if parity.passed else 'FAILED'} on {parity.rows} rows, {parity.detail}"
     )
-    if registration is None or not registration.enabled:
+    if not registration.enabled:
+        console.print("next, register it with the control plane (write scope):")
+        console.print(
+            f"  {next_command(result.triton_name, registration.url)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     try:
         model = register_with_control_plane(

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from exporters.steps import StepRecord
+
 
 class ExportError(RuntimeError):
-    """The export was refused or failed; nothing was published to the repository."""
+    """The export was refused or failed; nothing was published to the repository.
+
+    `steps` is the step report when the error ended a pipeline run (empty when it
+    was raised before any step started, e.g. by name validation).
+    """
+
+    steps: tuple[StepRecord, ...] = ()

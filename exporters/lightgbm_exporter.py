@@ -22,22 +22,12 @@ import numpy as np
 
 from exporters.arrays import Array
 from exporters.errors import ExportError
-from exporters.pipeline import (
-    ExportResult,
-    ProgressHook,
-    ServingOptions,
-    no_progress,
-    publish_artifact,
-    session_scope,
-)
-from exporters.session import ExportSession
 from exporters.tabular import (
-    ONNX_OPSET,
-    check_sample,
-    load_sample,
-    onnx_bytes,
-    resolve_feature_names,
-    tabular_artifact,
+    BoosterKind,
+    TabularSource,
+    booster_outputs,
+    onnxmltools_convert,
+    tabular_exporter,
 )
 
 FLOAT32_HINT = (
@@ -45,6 +35,12 @@ FLOAT32_HINT = (
     "or raise --tolerance)"
 )
 REGRESSION_OBJECTIVES = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
+OBJECTIVE_KINDS: dict[str, BoosterKind] = {
+    "binary": "binary",
+    "multiclass": "multiclass",
+    "multiclassova": "multiclass",
+    **dict.fromkeys(REGRESSION_OBJECTIVES, "regression"),
+}
 
 
 def load_lightgbm_booster(path: Path) -> Any:
@@ -90,68 +86,36 @@ def _check_intact(path: Path) -> None:
         raise ExportError(f"could not load {path} as a LightGBM model: {last}")
 
 
-def export_lightgbm(
-    model_path: Path,
-    *,
-    name: str,
-    repository: Path,
-    sample: Array | Path,
-    tolerance: float | None = None,
-    options: ServingOptions = ServingOptions(),
-    session: ExportSession | None = None,
-    progress: ProgressHook = no_progress,
-) -> ExportResult:
-    import lightgbm
-    import onnxmltools
-    from onnxmltools.convert.common.data_types import FloatTensorType
+class LightGBMSource(TabularSource):
+    framework = "lightgbm"
+    version_modules = {"lightgbm": "lightgbm", "onnxmltools": "onnxmltools"}
+    parity_hint = FLOAT32_HINT
 
-    progress("convert")
-    booster = load_lightgbm_booster(model_path)
-    objective = str(booster.dump_model()["objective"]).split()[0]
-    n_features = booster.num_feature()
-    rows, header = load_sample(sample) if isinstance(sample, Path) else (sample, None)
-    rows = check_sample(np.asarray(rows, dtype=np.float32), n_features)
+    def __init__(self, model_path: Path) -> None:
+        self.booster = load_lightgbm_booster(model_path)
+        objective = str(self.booster.dump_model()["objective"]).split()[0]
+        kind = OBJECTIVE_KINDS.get(objective)
+        if kind is None:
+            raise ExportError(
+                f"LightGBM objective {objective!r} is not supported: use binary, multiclass "
+                "or a regression objective"
+            )
+        self.kind = kind
+        self.n_features = int(self.booster.num_feature())
 
-    # LightGBM predicts in float64 from the same float32 rows Triton receives.
-    predictions = booster.predict(rows.astype(np.float64))
-    if objective == "binary":
-        class_labels: list[str] | None = ["0", "1"]
-        expected = np.stack([1.0 - predictions, predictions], axis=1)
-    elif objective in ("multiclass", "multiclassova"):
-        class_labels = [str(i) for i in range(predictions.shape[1])]
-        expected = predictions
-    elif objective in REGRESSION_OBJECTIVES:
-        class_labels, expected = None, predictions
-    else:
-        raise ExportError(
-            f"LightGBM objective {objective!r} is not supported: use binary, multiclass "
-            "or a regression objective"
+    def feature_names(self) -> list[str] | None:
+        return list(self.booster.feature_name())
+
+    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+        # LightGBM predicts in float64 from the same float32 rows Triton receives.
+        return booster_outputs(self.kind, self.booster.predict(rows.astype(np.float64)))
+
+    def to_onnx(self) -> Any:
+        import onnxmltools
+
+        return onnxmltools_convert(
+            onnxmltools.convert_lightgbm, "LightGBM", self.booster, self.n_features, zipmap=False
         )
-    try:
-        onnx_model = onnxmltools.convert_lightgbm(
-            booster,
-            initial_types=[("input", FloatTensorType([None, n_features]))],
-            target_opset=ONNX_OPSET,
-            zipmap=False,
-        )
-    except Exception as exc:  # onnxmltools raises many types for unsupported boosters
-        raise ExportError(f"onnxmltools could not convert the LightGBM model: {exc}") from exc
 
-    artifact = tabular_artifact(
-        name=name,
-        framework="lightgbm",
-        onnx_bytes=onnx_bytes(onnx_model),
-        feature_names=resolve_feature_names(n_features, booster.feature_name(), header),
-        class_labels=class_labels,
-        sample=rows,
-        expected=np.asarray(expected),
-        tolerance=tolerance,
-        options=options,
-        framework_versions={
-            "lightgbm": lightgbm.__version__,
-            "onnxmltools": onnxmltools.__version__,
-        },
-        parity_hint=FLOAT32_HINT,
-    )
-    with session_scope(repository, session) as active:
-        return publish_artifact(artifact, active, progress)
+
+export_lightgbm = tabular_exporter(LightGBMSource)

@@ -12,6 +12,7 @@ cells, which the export refuses to exceed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
@@ -24,20 +25,17 @@ from conch_manifest.schema import (
 )
 from exporters import parity
 from exporters.arrays import Array
-from exporters.config import ModelConfigSpec, TensorConfig
+from exporters.config import TensorConfig
 from exporters.errors import ExportError
 from exporters.implicit import RecommenderModel
 from exporters.pipeline import (
     Artifact,
     ExportResult,
+    ExportTarget,
     ParityCase,
-    ProgressHook,
     ServingOptions,
-    no_progress,
-    publish_artifact,
-    session_scope,
+    run_export,
 )
-from exporters.session import ExportSession
 
 DEFAULT_MAX_K = 1000
 MAX_MASK_CELLS = 50_000_000
@@ -109,18 +107,29 @@ def reference_topk(model: RecommenderModel, users: Array, k: int) -> tuple[Array
 def export_recommender(
     model_path: Path,
     *,
-    name: str,
-    repository: Path,
     max_k: int | None = None,
     parity_users: int = PARITY_USERS,
     parity_k: int = PARITY_K,
-    options: ServingOptions = ServingOptions(),
-    session: ExportSession | None = None,
-    progress: ProgressHook = no_progress,
+    **target: Unpack[ExportTarget],
 ) -> ExportResult:
+    """Export a top-`max_k` graph; parity compares `parity_k` items for `parity_users` users."""
+
+    def convert(name: str, options: ServingOptions) -> Artifact:
+        return _convert(model_path, name, options, max_k, parity_users, parity_k)
+
+    return run_export(convert, **target)
+
+
+def _convert(
+    model_path: Path,
+    name: str,
+    options: ServingOptions,
+    max_k: int | None,
+    parity_users: int,
+    parity_k: int,
+) -> Artifact:
     import onnx
 
-    progress("convert")
     model = load_recommender(model_path)
     n_users, n_items = len(model.user_ids), len(model.item_ids)
     if n_users * n_items > MAX_MASK_CELLS:
@@ -142,20 +151,16 @@ def export_recommender(
     k = min(parity_k, max_k)
     want_items, want_scores = reference_topk(model, users, k)
 
-    config = ModelConfigSpec(
-        name=name,
-        backend="onnxruntime",
+    config = options.config(
+        name,
+        "onnxruntime",
         inputs=(TensorConfig(RECOMMENDER_INPUT, "INT64", (1,)),),
         outputs=(
             TensorConfig(RECOMMENDER_ITEMS, "INT64", (max_k,)),
             TensorConfig(RECOMMENDER_SCORES, "FP32", (max_k,)),
         ),
-        max_batch_size=options.max_batch_size,
-        instance_kind=options.instance_kind,
-        instance_count=options.instances,
-        max_queue_delay_us=options.max_queue_delay_us,
     )
-    artifact = Artifact(
+    return Artifact(
         name=name,
         model_filename="model.onnx",
         model_bytes=build_topk_onnx(model, max_k),
@@ -203,5 +208,3 @@ def export_recommender(
             max_k=max_k,
         ),
     )
-    with session_scope(repository, session) as active:
-        return publish_artifact(artifact, active, progress)

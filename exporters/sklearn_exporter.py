@@ -12,28 +12,9 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exporters.arrays import Array
 from exporters.errors import ExportError
-from exporters.pipeline import (
-    ExportResult,
-    ProgressHook,
-    ServingOptions,
-    no_progress,
-    publish_artifact,
-    session_scope,
-)
-from exporters.session import ExportSession
-from exporters.tabular import (
-    ONNX_ML_OPSET,
-    ONNX_OPSET,
-    check_sample,
-    load_sample,
-    onnx_bytes,
-    resolve_feature_names,
-    tabular_artifact,
-)
+from exporters.tabular import ONNX_ML_OPSET, ONNX_OPSET, TabularSource, tabular_exporter
 
 
 def load_sklearn_model(path: Path) -> Any:
@@ -56,63 +37,48 @@ def load_sklearn_model(path: Path) -> Any:
     return model
 
 
-def export_sklearn(
-    model_path: Path,
-    *,
-    name: str,
-    repository: Path,
-    sample: Array | Path,
-    feature_names: list[str] | None = None,
-    tolerance: float | None = None,
-    options: ServingOptions = ServingOptions(),
-    session: ExportSession | None = None,
-    progress: ProgressHook = no_progress,
-) -> ExportResult:
-    import skl2onnx
-    import sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-    from sklearn.base import is_classifier, is_regressor
+class SklearnSource(TabularSource):
+    framework = "sklearn"
+    version_modules = {"scikit-learn": "sklearn", "skl2onnx": "skl2onnx"}
 
-    progress("convert")
-    model = load_sklearn_model(model_path)
-    rows, header = load_sample(sample) if isinstance(sample, Path) else (sample, None)
-    n_features = getattr(model, "n_features_in_", None)
-    if n_features is None:
-        raise ExportError("the estimator is not fitted (it has no n_features_in_)")
-    rows = check_sample(np.asarray(rows, dtype=np.float32), int(n_features))
-    classifier = is_classifier(model)
-    if not classifier and not is_regressor(model):
-        raise ExportError(f"{type(model).__name__} is neither a classifier nor a regressor")
-    if classifier and not hasattr(model, "predict_proba"):
-        raise ExportError(f"{type(model).__name__} has no predict_proba to export")
+    def __init__(self, model_path: Path) -> None:
+        from sklearn.base import is_classifier, is_regressor
 
-    try:
-        onnx_model = skl2onnx.convert_sklearn(
-            model,
-            initial_types=[("input", FloatTensorType([None, int(n_features)]))],
-            options={id(model): {"zipmap": False}} if classifier else None,
-            target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
-        )
-    except Exception as exc:  # skl2onnx raises many types for unsupported models
-        raise ExportError(f"skl2onnx could not convert {type(model).__name__}: {exc}") from exc
+        self.model = load_sklearn_model(model_path)
+        n_features = getattr(self.model, "n_features_in_", None)
+        if n_features is None:
+            raise ExportError("the estimator is not fitted (it has no n_features_in_)")
+        self.n_features = int(n_features)
+        self.classifier = is_classifier(self.model)
+        kind = type(self.model).__name__
+        if not self.classifier and not is_regressor(self.model):
+            raise ExportError(f"{kind} is neither a classifier nor a regressor")
+        if self.classifier and not hasattr(self.model, "predict_proba"):
+            raise ExportError(f"{kind} has no predict_proba to export")
 
-    expected = model.predict_proba(rows) if classifier else model.predict(rows)
-    if feature_names is None:
-        from_model = [str(n) for n in getattr(model, "feature_names_in_", [])] or None
-        feature_names = resolve_feature_names(int(n_features), from_model, header)
-    elif len(feature_names) != n_features:
-        raise ExportError(f"{len(feature_names)} feature names for {n_features} features")
-    artifact = tabular_artifact(
-        name=name,
-        framework="sklearn",
-        onnx_bytes=onnx_bytes(onnx_model),
-        feature_names=feature_names,
-        class_labels=[str(c) for c in model.classes_] if classifier else None,
-        sample=rows,
-        expected=np.asarray(expected),
-        tolerance=tolerance,
-        options=options,
-        framework_versions={"scikit-learn": sklearn.__version__, "skl2onnx": skl2onnx.__version__},
-    )
-    with session_scope(repository, session) as active:
-        return publish_artifact(artifact, active, progress)
+    def feature_names(self) -> list[str] | None:
+        return [str(n) for n in getattr(self.model, "feature_names_in_", [])] or None
+
+    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+        if self.classifier:
+            return [str(c) for c in self.model.classes_], self.model.predict_proba(rows)
+        return None, self.model.predict(rows)
+
+    def to_onnx(self) -> Any:
+        import skl2onnx
+        from skl2onnx.common.data_types import FloatTensorType
+
+        try:
+            return skl2onnx.convert_sklearn(
+                self.model,
+                initial_types=[("input", FloatTensorType([None, self.n_features]))],
+                # zipmap=False: probabilities as a plain FP32 matrix, not a list of dicts.
+                options={id(self.model): {"zipmap": False}} if self.classifier else None,
+                target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
+            )
+        except Exception as exc:  # skl2onnx raises many types for unsupported models
+            kind = type(self.model).__name__
+            raise ExportError(f"skl2onnx could not convert {kind}: {exc}") from exc
+
+
+export_sklearn = tabular_exporter(SklearnSource)

@@ -7,17 +7,28 @@ either `probabilities` [batch, n_classes] or `variable` [batch, 1].
 from __future__ import annotations
 
 import csv
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Protocol, Unpack
 
 import numpy as np
 
 from conch_manifest.schema import Framework, TensorSpec
 from exporters import parity
 from exporters.arrays import Array
-from exporters.config import ModelConfigSpec, TensorConfig
+from exporters.config import TensorConfig
 from exporters.errors import ExportError
-from exporters.pipeline import Artifact, ParityCase, ServingOptions, config_dims
+from exporters.pipeline import (
+    Artifact,
+    ExportResult,
+    ExportTarget,
+    ParityCase,
+    ServingOptions,
+    config_dims,
+    run_export,
+)
 
 INPUT_NAME = "input"
 PROBABILITIES = "probabilities"
@@ -25,6 +36,8 @@ REGRESSION_OUTPUT = "variable"
 # skl2onnx/onnxmltools support up to these opsets; onnxruntime runs both.
 ONNX_OPSET = 15
 ONNX_ML_OPSET = 3
+
+BoosterKind = Literal["binary", "multiclass", "regression"]
 
 
 def onnx_bytes(model: Any) -> bytes:
@@ -78,6 +91,132 @@ def check_sample(rows: Array, n_features: int) -> Array:
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
+class TabularSource(ABC):
+    """One loaded tabular model; a framework module implements the parts that differ.
+
+    Loading happens in the constructor, inside the convert step.
+    """
+
+    framework: ClassVar[Framework]
+    parity_hint: ClassVar[str] = ""  # appended to a parity failure
+    version_modules: ClassVar[dict[str, str]]  # package name -> module, for the manifest
+
+    n_features: int  # set by the constructor
+
+    def feature_names(self) -> list[str] | None:
+        """The names the model was trained with, when it kept them."""
+        return None
+
+    @abstractmethod
+    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+        """Class labels (None for a regressor) and the framework's own predictions."""
+
+    @abstractmethod
+    def to_onnx(self) -> Any:
+        """The converted ONNX ModelProto."""
+
+    def versions(self) -> dict[str, str]:
+        return {
+            package: importlib.import_module(module).__version__
+            for package, module in self.version_modules.items()
+        }
+
+
+class TabularExport(Protocol):
+    """`export_sklearn`, `export_xgboost`, `export_lightgbm`: `feature_names` overrides the
+    model's own and the CSV header's; the parity rows are `sample`."""
+
+    def __call__(
+        self,
+        model_path: Path,
+        *,
+        sample: Array | Path,
+        feature_names: list[str] | None = None,
+        tolerance: float | None = None,
+        **target: Unpack[ExportTarget],
+    ) -> ExportResult: ...
+
+
+def tabular_exporter(load: Callable[[Path], TabularSource]) -> TabularExport:
+    """The export function of one tabular framework: its loader, then the shared steps."""
+
+    def export(
+        model_path: Path,
+        *,
+        sample: Array | Path,
+        feature_names: list[str] | None = None,
+        tolerance: float | None = None,
+        **target: Unpack[ExportTarget],
+    ) -> ExportResult:
+        return run_export(
+            lambda name, options: _convert(
+                load(model_path), name, options, sample, feature_names, tolerance
+            ),
+            **target,
+        )
+
+    return export
+
+
+def _convert(
+    source: TabularSource,
+    name: str,
+    options: ServingOptions,
+    sample: Array | Path,
+    feature_names: list[str] | None,
+    tolerance: float | None,
+) -> Artifact:
+    rows, header = load_sample(sample) if isinstance(sample, Path) else (sample, None)
+    rows = check_sample(np.asarray(rows, dtype=np.float32), source.n_features)
+    class_labels, expected = source.predict(rows)
+    onnx_model = source.to_onnx()
+    if feature_names is None:
+        names = resolve_feature_names(source.n_features, source.feature_names(), header)
+    elif len(feature_names) != source.n_features:
+        raise ExportError(f"{len(feature_names)} feature names for {source.n_features} features")
+    else:
+        names = feature_names
+    return tabular_artifact(
+        name=name,
+        framework=source.framework,
+        onnx_bytes=onnx_bytes(onnx_model),
+        feature_names=names,
+        class_labels=class_labels,
+        sample=rows,
+        expected=np.asarray(expected),
+        tolerance=tolerance,
+        options=options,
+        framework_versions=source.versions(),
+        parity_hint=source.parity_hint,
+    )
+
+
+def booster_outputs(kind: BoosterKind, predictions: Array) -> tuple[list[str] | None, Array]:
+    """Class labels and expected output from a tree booster's raw predictions: a binary
+    booster predicts P(class 1) only, the exported graph both columns."""
+    if kind == "binary":
+        return ["0", "1"], np.stack([1.0 - predictions, predictions], axis=1)
+    if kind == "multiclass":
+        return [str(i) for i in range(predictions.shape[1])], predictions
+    return None, predictions
+
+
+def onnxmltools_convert(
+    converter: Callable[..., Any], label: str, booster: Any, n_features: int, **extra: Any
+) -> Any:
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    try:
+        return converter(
+            booster,
+            initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+            target_opset=ONNX_OPSET,
+            **extra,
+        )
+    except Exception as exc:  # onnxmltools raises many types for unsupported boosters
+        raise ExportError(f"onnxmltools could not convert the {label} model: {exc}") from exc
+
+
 def tabular_artifact(
     *,
     name: str,
@@ -112,17 +251,12 @@ def tabular_artifact(
             parity.RELATIVE_TOLERANCE if tolerance is None else tolerance,
             relative=True,
         )
-    config = ModelConfigSpec(
-        name=name,
-        backend="onnxruntime",
-        inputs=(
-            TensorConfig(INPUT_NAME, "FP32", config_dims((n_features,), options.max_batch_size)),
-        ),
-        outputs=(TensorConfig(output, "FP32", config_dims((width,), options.max_batch_size)),),
-        max_batch_size=options.max_batch_size,
-        instance_kind=options.instance_kind,
-        instance_count=options.instances,
-        max_queue_delay_us=options.max_queue_delay_us,
+    mbs = options.max_batch_size
+    config = options.config(
+        name,
+        "onnxruntime",
+        inputs=(TensorConfig(INPUT_NAME, "FP32", config_dims((n_features,), mbs)),),
+        outputs=(TensorConfig(output, "FP32", config_dims((width,), mbs)),),
     )
     return Artifact(
         name=name,

@@ -11,27 +11,24 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import numpy as np
 
 from conch_manifest.schema import Task, TensorSpec
 from exporters import parity
 from exporters.arrays import Array
-from exporters.config import ModelConfigSpec, TensorConfig
+from exporters.config import TensorConfig
 from exporters.errors import ExportError
 from exporters.pipeline import (
     Artifact,
     ExportResult,
+    ExportTarget,
     ParityCase,
-    ProgressHook,
     ServingOptions,
     config_dims,
-    no_progress,
-    publish_artifact,
-    session_scope,
+    run_export,
 )
-from exporters.session import ExportSession
 from exporters.tabular import load_sample
 
 TorchFormat = Literal["onnx", "torchscript"]
@@ -86,20 +83,33 @@ def _sample_rows(sample: Array | Path | None, input_shape: tuple[int, ...] | Non
 def export_torch(
     model_path: Path,
     *,
-    name: str,
-    repository: Path,
     input_shape: tuple[int, ...] | None = None,
     sample: Array | Path | None = None,
     format: TorchFormat = "onnx",
     task: Task = "other",
     tolerance: float | None = None,
-    options: ServingOptions = ServingOptions(),
-    session: ExportSession | None = None,
-    progress: ProgressHook = no_progress,
+    **target: Unpack[ExportTarget],
 ) -> ExportResult:
+    """Export a module; parity rows are `sample`, or seeded random rows of `input_shape`."""
+
+    def convert(name: str, options: ServingOptions) -> Artifact:
+        return _convert(model_path, name, options, input_shape, sample, format, task, tolerance)
+
+    return run_export(convert, **target)
+
+
+def _convert(
+    model_path: Path,
+    name: str,
+    options: ServingOptions,
+    input_shape: tuple[int, ...] | None,
+    sample: Array | Path | None,
+    format: TorchFormat,
+    task: Task,
+    tolerance: float | None,
+) -> Artifact:
     import torch
 
-    progress("convert")
     model = load_torch_model(model_path)
     rows = _sample_rows(sample, input_shape)
     example = torch.from_numpy(rows)
@@ -122,23 +132,18 @@ def export_torch(
         else _onnx_bytes(model, example, list(expected))
     )
     mbs = options.max_batch_size
-    inputs = (TensorConfig("INPUT__0", "FP32", config_dims(tuple(rows.shape[1:]), mbs)),)
     outputs = tuple(
         TensorConfig(n, _TRITON_DTYPES[str(r.dtype)], config_dims(tuple(a.shape[1:]), mbs))
         for (n, a), r in zip(expected.items(), results, strict=True)
     )
-    config = ModelConfigSpec(
-        name=name,
-        backend="pytorch" if format == "torchscript" else "onnxruntime",
-        inputs=inputs,
+    config = options.config(
+        name,
+        "pytorch" if format == "torchscript" else "onnxruntime",
+        inputs=(TensorConfig("INPUT__0", "FP32", config_dims(tuple(rows.shape[1:]), mbs)),),
         outputs=outputs,
-        max_batch_size=mbs,
         default_model_filename="model.pt" if format == "torchscript" else "model.onnx",
-        instance_kind=options.instance_kind,
-        instance_count=options.instances,
-        max_queue_delay_us=options.max_queue_delay_us,
     )
-    artifact = Artifact(
+    return Artifact(
         name=name,
         model_filename=config.default_model_filename,
         model_bytes=model_bytes,
@@ -161,8 +166,6 @@ def export_torch(
         ),
         framework_versions={"torch": torch.__version__},
     )
-    with session_scope(repository, session) as active:
-        return publish_artifact(artifact, active, progress)
 
 
 def _onnx_bytes(model: Any, example: Any, output_names: list[str]) -> bytes:

@@ -11,29 +11,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from exporters.arrays import Array
 from exporters.errors import ExportError
-from exporters.pipeline import (
-    ExportResult,
-    ProgressHook,
-    ServingOptions,
-    no_progress,
-    publish_artifact,
-    session_scope,
-)
-from exporters.session import ExportSession
 from exporters.tabular import (
-    ONNX_OPSET,
-    check_sample,
-    load_sample,
-    onnx_bytes,
-    resolve_feature_names,
-    tabular_artifact,
+    BoosterKind,
+    TabularSource,
+    booster_outputs,
+    onnxmltools_convert,
+    tabular_exporter,
 )
 
 NATIVE_SUFFIXES = (".json", ".ubj")
+OBJECTIVE_KINDS: dict[str, BoosterKind] = {
+    "binary:logistic": "binary",
+    "multi:softprob": "multiclass",
+}
 
 
 def load_xgboost_booster(path: Path) -> Any:
@@ -51,63 +43,38 @@ def load_xgboost_booster(path: Path) -> Any:
         raise ExportError(f"could not load {path} as an XGBoost model: {exc}") from exc
 
 
-def export_xgboost(
-    model_path: Path,
-    *,
-    name: str,
-    repository: Path,
-    sample: Array | Path,
-    tolerance: float | None = None,
-    options: ServingOptions = ServingOptions(),
-    session: ExportSession | None = None,
-    progress: ProgressHook = no_progress,
-) -> ExportResult:
-    import onnxmltools
-    import xgboost
-    from onnxmltools.convert.common.data_types import FloatTensorType
+class XGBoostSource(TabularSource):
+    framework = "xgboost"
+    version_modules = {"xgboost": "xgboost", "onnxmltools": "onnxmltools"}
 
-    progress("convert")
-    booster = load_xgboost_booster(model_path)
-    learner = json.loads(booster.save_config())["learner"]
-    objective = learner["objective"]["name"]
-    n_features = booster.num_features()
-    rows, header = load_sample(sample) if isinstance(sample, Path) else (sample, None)
-    rows = check_sample(np.asarray(rows, dtype=np.float32), n_features)
+    def __init__(self, model_path: Path) -> None:
+        self.booster = load_xgboost_booster(model_path)
+        self.learner = json.loads(self.booster.save_config())["learner"]
+        objective = self.learner["objective"]["name"]
+        kind = "regression" if objective.startswith("reg:") else OBJECTIVE_KINDS.get(objective)
+        if kind is None:
+            raise ExportError(
+                f"XGBoost objective {objective!r} is not supported: use binary:logistic, "
+                "multi:softprob or a reg: objective"
+            )
+        self.kind: BoosterKind = kind
+        self.n_features = int(self.booster.num_features())
 
-    predictions = booster.predict(xgboost.DMatrix(rows))
-    if objective == "binary:logistic":
-        class_labels: list[str] | None = ["0", "1"]
-        expected = np.stack([1.0 - predictions, predictions], axis=1)
-    elif objective == "multi:softprob":
-        class_labels = [str(i) for i in range(int(learner["learner_model_param"]["num_class"]))]
-        expected = predictions
-    elif objective.startswith("reg:"):
-        class_labels, expected = None, predictions
-    else:
-        raise ExportError(
-            f"XGBoost objective {objective!r} is not supported: use binary:logistic, "
-            "multi:softprob or a reg: objective"
+    def feature_names(self) -> list[str] | None:
+        names = self.booster.feature_names
+        return None if names is None else list(names)
+
+    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+        import xgboost
+
+        return booster_outputs(self.kind, self.booster.predict(xgboost.DMatrix(rows)))
+
+    def to_onnx(self) -> Any:
+        import onnxmltools
+
+        return onnxmltools_convert(
+            onnxmltools.convert_xgboost, "XGBoost", self.booster, self.n_features
         )
-    try:
-        onnx_model = onnxmltools.convert_xgboost(
-            booster,
-            initial_types=[("input", FloatTensorType([None, n_features]))],
-            target_opset=ONNX_OPSET,
-        )
-    except Exception as exc:  # onnxmltools raises many types for unsupported boosters
-        raise ExportError(f"onnxmltools could not convert the XGBoost model: {exc}") from exc
 
-    artifact = tabular_artifact(
-        name=name,
-        framework="xgboost",
-        onnx_bytes=onnx_bytes(onnx_model),
-        feature_names=resolve_feature_names(n_features, booster.feature_names, header),
-        class_labels=class_labels,
-        sample=rows,
-        expected=np.asarray(expected),
-        tolerance=tolerance,
-        options=options,
-        framework_versions={"xgboost": xgboost.__version__, "onnxmltools": onnxmltools.__version__},
-    )
-    with session_scope(repository, session) as active:
-        return publish_artifact(artifact, active, progress)
+
+export_xgboost = tabular_exporter(XGBoostSource)

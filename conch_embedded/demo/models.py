@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from exporters.config import InstanceKind
 from exporters.errors import ExportError
-from exporters.pipeline import ProgressHook, ServingOptions
+from exporters.pipeline import ProgressHook, ServingOptions, StepRecord
 from exporters.repository import find_published
 from exporters.session import ExportSession
 
@@ -86,7 +86,11 @@ def build_demo(
     with ExportSession(repository) as session:
 
         def hook(model: str) -> ProgressHook:
-            return lambda step: report(f"{model}: {step}")
+            def started(step: StepRecord) -> None:
+                if step.status == "running":
+                    report(f"{model}: {step.name}")
+
+            return started
 
         classifier = _tabular_classifier(workdir, session, hook("tabular_classifier"))
         regressor = _tabular_regressor(workdir, session, hook("tabular_regressor"))

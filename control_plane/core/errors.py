@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -280,10 +280,30 @@ def unexpected_error_response(exc: Exception) -> OrjsonResponse:
     return error_response(500, "InternalServerError", "internal server error")
 
 
+ErrorConverter = Callable[[Request, Exception], Awaitable[OrjsonResponse]]
+
+# The one conversion of exceptions to error responses: FastAPI's handlers and the
+# prediction fast lane (inference/lane.py) both answer through it.
+_CONVERTERS: dict[type[Exception], ErrorConverter] = {
+    ConchError: _conch_error,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+    IntegrityError: _integrity_error,
+    DataError: _out_of_range,
+    OverflowError: _out_of_range,
+}
+
+
+async def handled_error_response(request: Request, exc: Exception) -> OrjsonResponse | None:
+    """The response the installed handlers give `exc`, chosen by its class's MRO as
+    Starlette chooses; None for one they leave to the request-id middleware's 500."""
+    for kind in type(exc).__mro__:
+        convert = _CONVERTERS.get(kind)
+        if convert is not None:
+            return await convert(request, exc)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ConchError, _conch_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(IntegrityError, _integrity_error)
-    app.add_exception_handler(DataError, _out_of_range)
-    app.add_exception_handler(OverflowError, _out_of_range)
+    for kind, convert in _CONVERTERS.items():
+        app.add_exception_handler(kind, convert)

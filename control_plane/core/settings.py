@@ -2,7 +2,9 @@
 
 Environment variables keep the names of the service Conch replaces (seed 000):
 INFERENCE_PORT, INFERENCE_MAX_LOADED_MODELS, INFERENCE_RATE_LIMIT, DATABASE_URL,
-SECRET_KEY, MODEL_EVENTS_REDIS_URL. Conch's own knobs are prefixed CONCH_.
+SECRET_KEY, MODEL_EVENTS_REDIS_URL (and REDIS_URL). Conch's own knobs are prefixed
+CONCH_. Every timeout, TTL and size that changes behaviour is a field here, passed
+in where its component is built (app.py's lifespan), never a module constant.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -25,66 +27,200 @@ DEVELOPMENT_SECRET_KEY = "conch-development-secret-do-not-use-in-production"
 
 
 class Settings(BaseSettings):
+    """Every knob of the control plane, grouped by concern.
+
+    Each field is read from `CONCH_<FIELD NAME>` unless it names its own variable
+    (the seed 000 names). Bounds refuse a nonsensical value at start, in one line.
+    """
+
     model_config = SettingsConfigDict(env_prefix="CONCH_", extra="ignore", populate_by_name=True)
 
-    environment: Literal["development", "test", "production"] = "development"
-    # The address the control plane listens on (`conch serve --host` sets it; set it
-    # yourself when running uvicorn directly): decides whether the development key may
-    # be used. Unknown (None), the app answers with that key on loopback only
-    # (core/loopback.py).
-    host: str | None = None
-
-    # --- seed 000 variables (unprefixed) ---
-    inference_port: int = Field(8081, validation_alias=AliasChoices("INFERENCE_PORT"))
-    max_loaded_models: int = Field(
-        10, ge=1, validation_alias=AliasChoices("INFERENCE_MAX_LOADED_MODELS")
+    # --- deployment: where and as what this process runs ---
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="`development`, `test` or `production`"
     )
-    rate_limit: str = Field("100/minute", validation_alias=AliasChoices("INFERENCE_RATE_LIMIT"))
+    # Decides whether the development key may be used. Unknown (None), the app answers
+    # with that key on loopback only (core/loopback.py).
+    host: str | None = Field(
+        None,
+        description="address the control plane listens on (`conch serve --host` sets it; "
+        "set it yourself when running uvicorn directly)",
+    )
+    inference_port: int = Field(
+        8081,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("INFERENCE_PORT"),
+        description="control-plane port",
+    )
+
+    # --- security ---
+    secret_key: SecretStr = Field(
+        SecretStr(DEVELOPMENT_SECRET_KEY),
+        validation_alias=AliasChoices("SECRET_KEY"),
+        description="HMAC key for API keys; outside development on loopback it must be strong",
+    )
+    # last_used_at is bookkeeping: one write per key per replica per minute is plenty.
+    key_last_used_interval_s: float = Field(
+        60.0, gt=0, description="at most one `last_used_at` write per key per replica per this"
+    )
+
+    # --- Triton: where predictions go and how ---
+    triton_grpc_url: str = Field(
+        "127.0.0.1:8001",
+        min_length=1,
+        description="Triton the control plane drives (loads, unloads, statistics)",
+    )
+    triton_http_url: str | None = Field(
+        None,
+        description="Triton's HTTP host:port (`conch serve` sets it for its Triton); "
+        "when known, predictions go there with binary tensors",
+    )
+    triton_timeout_s: float = Field(
+        10.0, gt=0, description="an inference Triton does not answer within this is a 504"
+    )
+    # HTTP with binary tensors is cheaper per call in Python than grpc.aio (measured:
+    # triton/http_infer.py).
+    triton_infer_protocol: Literal["auto", "http", "grpc"] = Field(
+        "auto", description="`http`, `grpc`, or `auto` (HTTP whenever its address is known)"
+    )
+    coalesce_in_flight: int = Field(
+        4,
+        ge=0,
+        description="Triton calls per model outstanding before concurrent prediction rows "
+        "are merged into the next call (triton/coalesce.py); 0 sends every request alone",
+    )
+    model_repository: Path = Field(
+        default_factory=default_model_repository, description="Triton's repository root"
+    )
+    # Off, FastAPI serves the same endpoints with identical results.
+    fast_lane: bool = Field(
+        True, description="serve the prediction endpoints through the lean ASGI handler"
+    )
+
+    # --- caches: how long a replica trusts what it read from SQL ---
+    key_cache_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long a verified API key is trusted without SQL "
+        "(`key_revoked` events drop it at once)",
+    )
+    key_cache_max_entries: int = Field(
+        10_000, ge=1, description="verified API keys one process caches (oldest dropped)"
+    )
+    # Events drop the entries at once; the TTL bounds staleness when an event is lost.
+    cache_ttl_s: float = Field(
+        5.0,
+        gt=0,
+        description="how long a replica trusts cached routing tables and model runtimes "
+        "when an event that should have dropped them was lost",
+    )
+
+    # --- limits: request size and rate ---
+    # Larger request bodies answer 413; they are read only after the key is checked.
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="larger request bodies answer 413"
+    )
+    rate_limit: str = Field(
+        "100/minute",
+        validation_alias=AliasChoices("INFERENCE_RATE_LIMIT"),
+        description="per-API-key limit, N/second|minute|hour|day (per-key overrides in the key)",
+    )
+    rate_limit_enabled: bool = Field(True, description="switch rate limiting off (benchmarks)")
+    rate_limit_fallback: str = Field(
+        "100/minute", description="per-process limit used only while Redis is unreachable"
+    )
+    # Do not pay a connect timeout on every request while Redis is down.
+    rate_limit_redis_retry_s: float = Field(
+        2.0, gt=0, description="after a Redis failure, count in-process this long before retrying"
+    )
+    rate_limit_warn_interval_s: float = Field(
+        30.0, gt=0, description="at most one 'Redis unreachable' warning per this"
+    )
+    rate_limit_max_tracked_keys: int = Field(
+        10_000,
+        ge=1,
+        description="API keys whose in-process limiter state (refusal, fallback window) "
+        "one process keeps (least recently used dropped)",
+    )
+
+    # --- Redis: rate limits and features ---
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("REDIS_URL"),
+        description="rate limits and events (redis://, rediss://, unix://); unset: none",
+    )
+    # Short: a stalled Redis must cost a request milliseconds, not seconds.
+    redis_timeout_s: float = Field(
+        0.5, gt=0, description="a request's Redis command (rate limit) not answered in this fails"
+    )
+    redis_connect_timeout_s: float = Field(
+        0.5, gt=0, description="connecting to Redis for a request gives up after this"
+    )
+    redis_health_check_interval_s: int = Field(
+        30, ge=0, description="idle Redis connections are checked before use after this; 0 never"
+    )
+
+    # --- events: model, slot and key changes between replicas (Redis Pub/Sub) ---
+    model_events_redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("MODEL_EVENTS_REDIS_URL"),
+        description="Redis for model events (seed 000 used db 3); unset: REDIS_URL",
+    )
+    model_events_channel: str = Field(
+        "conch:model_events", min_length=1, description="Pub/Sub channel"
+    )
+    # The subscriber has no read timeout (it blocks on an idle channel by design);
+    # keepalive and REDIS_HEALTH_CHECK_INTERVAL_S notice a dead connection.
+    events_connect_timeout_s: float = Field(
+        2.0, gt=0, description="connecting to the events Redis gives up after this"
+    )
+    events_publish_timeout_s: float = Field(
+        2.0, gt=0, description="a publish not acknowledged in this is logged and dropped"
+    )
+    events_reconnect_min_s: float = Field(
+        0.5, gt=0, description="first wait before the listener resubscribes after losing Redis"
+    )
+    events_reconnect_max_s: float = Field(
+        10.0, gt=0, description="the listener's wait doubles up to this"
+    )
+    events_dedupe_size: int = Field(
+        1024, ge=1, description="event ids remembered to drop duplicate deliveries"
+    )
+
+    # --- SQL ---
     database_url: str = Field(
         default_factory=lambda: f"sqlite+aiosqlite:///{state_dir() / 'conch.db'}",
         validation_alias=AliasChoices("DATABASE_URL"),
+        description="any SQLAlchemy URL (plain postgresql:// and sqlite:/// accepted)",
     )
-    secret_key: SecretStr = Field(
-        SecretStr(DEVELOPMENT_SECRET_KEY), validation_alias=AliasChoices("SECRET_KEY")
+    sql_pool_size: int = Field(
+        10, ge=1, description="connections kept open per process (PostgreSQL)"
     )
-    # Redis for rate limits and features; model events may live elsewhere (seed: db 3).
-    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL"))
-    model_events_redis_url: str | None = Field(
-        None, validation_alias=AliasChoices("MODEL_EVENTS_REDIS_URL")
+    sql_max_overflow: int = Field(
+        10, ge=0, description="connections opened beyond the pool under load (PostgreSQL)"
     )
-    model_events_channel: str = "conch:model_events"
+    sqlite_busy_timeout_s: float = Field(
+        30.0, gt=0, description="a SQLite write waits this long for another writer's lock"
+    )
 
-    # --- Triton ---
-    triton_grpc_url: str = "127.0.0.1:8001"
-    triton_http_url: str | None = None  # host:port; `conch serve` sets it for its Triton
-    triton_timeout_s: float = 10.0
-    # Predictions reach Triton over HTTP with binary tensors (cheaper per call in
-    # Python than grpc.aio, measured: triton/http_infer.py) or over gRPC; "auto"
-    # takes HTTP whenever Triton's HTTP address is known.
-    triton_infer_protocol: Literal["auto", "http", "grpc"] = "auto"
-    # Triton calls per model outstanding at once before concurrent prediction rows are
-    # merged into the next call (triton/coalesce.py); 0 sends every request alone.
-    coalesce_in_flight: int = Field(4, ge=0)
-    model_repository: Path = Field(default_factory=default_model_repository)
-
-    # --- behaviour ---
-    # Larger request bodies answer 413; they are read only after the key is checked.
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    rate_limit_enabled: bool = True
-    # Serve the prediction endpoints through the lean ASGI handler (inference/lane.py)
-    # instead of FastAPI's routing; off, FastAPI serves them with identical results.
-    fast_lane: bool = True
-    # Per-process limit used only while Redis is unreachable.
-    rate_limit_fallback: str = "100/minute"
-    key_cache_ttl_s: float = 30.0
-    # How long a replica trusts its cached routing tables and model runtimes when an
-    # event that should have dropped them was lost (events drop them at once).
-    cache_ttl_s: float = Field(5.0, gt=0)
-    # How often each replica converges its Triton on SQL (events are only a shortcut).
-    reconcile_interval_s: float = Field(30.0, gt=0)
-    model_load_timeout_s: float = 60.0
-    # How long a predict waits for a cold model before answering 503 + Retry-After.
-    model_load_wait_s: float = Field(10.0, gt=0)
+    # --- lifecycle and reconcile: which models Triton holds ---
+    max_loaded_models: int = Field(
+        10,
+        ge=1,
+        validation_alias=AliasChoices("INFERENCE_MAX_LOADED_MODELS"),
+        description="unpinned models a replica keeps loaded (least recently used evicted)",
+    )
+    # Events are only a shortcut: SQL is the source of truth.
+    reconcile_interval_s: float = Field(
+        30.0, gt=0, description="how often each replica converges its Triton on SQL"
+    )
+    model_load_timeout_s: float = Field(
+        60.0, gt=0, description="a model load Triton does not finish within this fails"
+    )
+    model_load_wait_s: float = Field(
+        10.0, gt=0, description="how long a predict waits for a cold model before 503"
+    )
 
     @field_validator("rate_limit", "rate_limit_fallback")
     @classmethod
@@ -133,6 +269,15 @@ class Settings(BaseSettings):
             raise ValueError("CONCH_TRITON_INFER_PROTOCOL=http needs CONCH_TRITON_HTTP_URL")
         return self
 
+    @model_validator(mode="after")
+    def _backoff_grows(self) -> Settings:
+        if self.events_reconnect_max_s < self.events_reconnect_min_s:
+            raise ValueError(
+                f"CONCH_EVENTS_RECONNECT_MAX_S ({self.events_reconnect_max_s}) is below "
+                f"CONCH_EVENTS_RECONNECT_MIN_S ({self.events_reconnect_min_s})"
+            )
+        return self
+
     @property
     def uses_development_secret(self) -> bool:
         return self.secret_key.get_secret_value() == DEVELOPMENT_SECRET_KEY
@@ -150,6 +295,12 @@ class Settings(BaseSettings):
     @property
     def events_redis_url(self) -> str | None:
         return self.model_events_redis_url or self.redis_url
+
+
+def default(field: str) -> Any:
+    """A setting's default, for components built without Settings (tools, tests):
+    the value lives once, in the field."""
+    return Settings.model_fields[field].get_default(call_default_factory=True)
 
 
 _UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}

@@ -11,16 +11,25 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from control_plane.core.settings import async_database_url
+from control_plane.core.settings import async_database_url, default
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(
+    database_url: str,
+    *,
+    pool_size: int = default("sql_pool_size"),
+    max_overflow: int = default("sql_max_overflow"),
+    sqlite_busy_timeout_s: float = default("sqlite_busy_timeout_s"),
+) -> AsyncEngine:
+    """The pool sizes apply to server databases; SQLite gets the busy timeout."""
     url = async_database_url(database_url)
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": sqlite_busy_timeout_s})
         _sqlite_pragmas(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
+    )
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -15,15 +15,13 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.core import metrics
+from control_plane.core.settings import default
 from control_plane.core.tasks import cancel_and_wait
 from control_plane.events.schemas import BaseEvent, Event, EventAdapter
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[None]]
-
-# Event ids remembered to drop duplicate deliveries.
-_SEEN_EVENTS = 1024
 
 # Events queued on a session are published by the session dependency after commit.
 _PENDING = "conch_pending_events"
@@ -41,9 +39,24 @@ def take_pending(session: AsyncSession) -> list[BaseEvent]:
 class EventBus:
     """One per app: a dispatcher keyed by event type plus the Pub/Sub listener task."""
 
-    def __init__(self, redis: Redis | None, channel: str) -> None:
+    def __init__(
+        self,
+        redis: Redis | None,
+        channel: str,
+        *,
+        publish_timeout_s: float = default("events_publish_timeout_s"),
+        reconnect_min_s: float = default("events_reconnect_min_s"),
+        reconnect_max_s: float = default("events_reconnect_max_s"),
+        dedupe_size: int = default("events_dedupe_size"),
+    ) -> None:
         self.redis = redis
         self.channel = channel
+        self._publish_timeout = publish_timeout_s
+        # The listener's wait after losing Redis doubles from min to max.
+        self._reconnect_min = reconnect_min_s
+        self._reconnect_max = reconnect_max_s
+        # Event ids remembered to drop duplicate deliveries.
+        self._dedupe_size = dedupe_size
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._on_subscribe: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +81,7 @@ class EventBus:
             metrics.increment("events.duplicates")
             return
         self._seen[event.event_id] = None
-        if len(self._seen) > _SEEN_EVENTS:
+        if len(self._seen) > self._dedupe_size:
             self._seen.popitem(last=False)
         event_type = getattr(event, "type", "")
         for handler in self._handlers.get(event_type, []):
@@ -85,7 +98,8 @@ class EventBus:
             return
         try:
             await asyncio.wait_for(
-                self.redis.publish(self.channel, event.model_dump_json()), timeout=2.0
+                self.redis.publish(self.channel, event.model_dump_json()),
+                timeout=self._publish_timeout,
             )
             metrics.increment("events.published")
         except (RedisError, OSError, TimeoutError) as exc:
@@ -102,7 +116,7 @@ class EventBus:
 
     async def _listen(self) -> None:
         assert self.redis is not None
-        backoff = 0.5
+        backoff = self._reconnect_min
         while True:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -112,7 +126,7 @@ class EventBus:
                     self.subscribed.set()
                     metrics.increment("events.subscriptions")
                     logger.info("event listener subscribed to %s", self.channel)
-                    backoff = 0.5
+                    backoff = self._reconnect_min
                     async for message in pubsub.listen():
                         await self._handle(message)
             except asyncio.CancelledError:
@@ -122,7 +136,7 @@ class EventBus:
                 metrics.increment("events.listener_reconnects")
                 logger.warning("event listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, self._reconnect_max)
 
     async def _handle(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

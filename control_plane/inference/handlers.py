@@ -1,22 +1,34 @@
 """What the prediction endpoints do, apart from HTTP: one function per endpoint.
 
-Both doors call these: the FastAPI routes (which document the endpoints in
-/docs) and the prediction fast lane (`lane.py`), so the two cannot drift apart.
-Each takes a caller already authorized for the model or project in the path
-(`keys/access.py`) and a validated body, and returns the JSON payload as plain
-dicts, rendered by orjson.
+Both doors call these through the one endpoint table (`endpoints.py`): the
+prediction fast lane (`lane.py`) and the FastAPI routes (which document the
+endpoints in /docs). Each takes a caller already authorized for the model or
+project in the path (`keys/access.py`) and a validated body, and returns the JSON
+payload as plain dicts, rendered by orjson.
+
+Tabular models and networks (seed 002's predict) take feature vectors: rows go to
+Triton as one binary FP32 tensor (split by the model's max_batch_size); a
+classifier answers class labels plus probabilities, a regressor its values, any
+other model its raw output tensors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane.core.components import Components
+from control_plane.core.errors import BadRequestError
 from control_plane.core.request_id import current_request_id
-from control_plane.inference.runtime import RuntimeCache
-from control_plane.inference.schemas import BatchPredictRequest, PredictRequest
+from control_plane.inference.runtime import RuntimeCache, TabularRuntime
+from control_plane.inference.schemas import (
+    BatchPredictRequest,
+    PredictRequest,
+    TabularPredictRequest,
+)
 from control_plane.inference.service import recommend, recommend_one
 from control_plane.keys.schemas import Principal
 from control_plane.routing.cache import RoutingCache
@@ -60,3 +72,40 @@ async def predict_for_project(
         "slot_name": slot.name,
         "request_id": current_request_id(),
     }
+
+
+async def predict_for_rows(
+    app: Components, key: Principal, model_id: int, body: TabularPredictRequest
+) -> Payload:
+    runtime = await app.get(RuntimeCache).tabular(app.get(async_sessionmaker), model_id)
+    rows = _validated_rows(body.data, runtime)
+    outputs = await app.get(TritonGateway).infer_rows(
+        runtime.triton_name, runtime.input_name, rows, runtime.output_names, runtime.max_batch_size
+    )
+    payload: Payload = {"model_id": model_id, "request_id": current_request_id()}
+    if runtime.task == "classification" and "probabilities" in outputs:
+        probabilities = outputs["probabilities"]
+        winners = probabilities.argmax(axis=1).tolist()
+        labels = runtime.class_labels
+        payload["predictions"] = [labels[i] for i in winners] if labels else winners
+        payload["probabilities"] = probabilities.tolist()
+    elif runtime.task == "regression" and len(outputs) == 1:
+        payload["predictions"] = next(iter(outputs.values())).reshape(len(rows)).tolist()
+    else:
+        payload["predictions"] = []
+        payload["outputs"] = {name: array.tolist() for name, array in outputs.items()}
+    return payload
+
+
+def _validated_rows(data: list[list[float]], runtime: TabularRuntime) -> npt.NDArray[np.float32]:
+    widths = {len(row) for row in data}
+    if widths != {runtime.n_features}:
+        raise BadRequestError(
+            f"every row must have {runtime.n_features} features",
+            expected_features=runtime.n_features,
+            found=sorted(widths),
+        )
+    rows = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(rows).all():
+        raise BadRequestError("features must be finite numbers (no NaN or infinity)")
+    return rows

@@ -1,14 +1,14 @@
-"""The prediction fast lane: the four prediction endpoints served by a plain ASGI handler.
+"""The prediction fast lane: the prediction endpoints served by a plain ASGI handler.
 
 Profiling a warm prediction showed FastAPI's routing, body parsing, dependency
 resolution and response handling taking about half of the control plane's CPU
-per request. This middleware answers the prediction paths before FastAPI routes
-them: one regular expression per path, the same access policies as the routes
-(`keys/deps.py`, applied before the body is read), the same pydantic request
-models (validated straight from the bytes), the same handler functions
-(`handlers.py`, `tabular.predict_for_rows`) and the same error body.
+per request. This middleware answers the endpoints of `endpoints.ENDPOINTS`
+before FastAPI routes them: one regular expression per path, compiled from the
+table, the table's access policy (`keys/deps.py`, applied before the body is
+read), its pydantic body model (validated straight from the bytes), its handler,
+and every error answered by FastAPI's own handlers (`core/errors.py`).
 Everything else, and every prediction when `CONCH_FAST_LANE=false`, goes to
-FastAPI, whose routes document these endpoints in /docs.
+FastAPI, whose routes (generated from the same table) document them in /docs.
 
 The rate limit is checked while the prediction runs rather than before it,
 hiding the Redis round trip: a refused request gets its 429 and its result is
@@ -19,84 +19,50 @@ Triton work (`RateLimiter.hit` answers it at once).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import pydantic
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.core.components import Components
-from control_plane.core.errors import (
-    ConchError,
-    PayloadTooLargeError,
-    conch_error_response,
-    http_error_response,
-    validation_error_response,
-)
+from control_plane.core.errors import PayloadTooLargeError, handled_error_response
 from control_plane.core.settings import Settings
-from control_plane.inference.handlers import (
-    Payload,
-    predict_for_project,
-    predict_for_user,
-    predict_for_users,
-)
-from control_plane.inference.schemas import BatchPredictRequest, PredictRequest
-from control_plane.inference.tabular import TabularPredictRequest, predict_for_rows
-from control_plane.keys.access import Policy
-from control_plane.keys.deps import PREDICT_MODEL, PREDICT_PROJECT, enforce_rate_limit, require_json
-from control_plane.keys.schemas import Principal
-
-Handler = Callable[[Components, Principal, int, Any], Awaitable[Payload]]
+from control_plane.inference.endpoints import ENDPOINTS, Endpoint
+from control_plane.inference.handlers import Payload
+from control_plane.keys.deps import enforce_rate_limit, require_json
 
 # Path ids as the routes accept them (1 and up, no leading zero); anything else,
 # longer digit strings included, goes to FastAPI, whose validation answers it.
 _ID = r"([1-9]\d{0,8})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LaneRoute:
+    method: str
     path: re.Pattern[str]
-    policy: Policy
-    body: type[pydantic.BaseModel]
-    handler: Handler
+    endpoint: Endpoint
 
 
-ROUTES = (
-    LaneRoute(
-        re.compile(rf"/inference/predict/{_ID}"), PREDICT_MODEL, PredictRequest, predict_for_user
-    ),
-    LaneRoute(
-        re.compile(rf"/inference/predict/{_ID}/batch"),
-        PREDICT_MODEL,
-        BatchPredictRequest,
-        predict_for_users,
-    ),
-    LaneRoute(
-        re.compile(rf"/inference/predict/project/{_ID}"),
-        PREDICT_PROJECT,
-        PredictRequest,
-        predict_for_project,
-    ),
-    LaneRoute(
-        re.compile(rf"/api/v1/models/{_ID}/predict"),
-        PREDICT_MODEL,
-        TabularPredictRequest,
-        predict_for_rows,
-    ),
-)
+def _pattern(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{\w+\\\}", lambda _: _ID, re.escape(template)))
+
+
+ROUTES = tuple(LaneRoute(e.method, _pattern(e.path), e) for e in ENDPOINTS)
+_METHODS = frozenset(route.method for route in ROUTES)
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def match(method: str, path: str) -> tuple[LaneRoute, int] | None:
-    if method != "POST":
+def match(method: str, path: str) -> tuple[Endpoint, int] | None:
+    if method not in _METHODS:
         return None
     for route in ROUTES:
         found = route.path.fullmatch(path)
-        if found is not None:
-            return route, int(found.group(1))
+        if found is not None and route.method == method:
+            return route.endpoint, int(found.group(1))
     return None
 
 
@@ -109,20 +75,25 @@ class PredictionLane:
         components: Components | None = (
             getattr(scope["app"].state, "components", None) if matched else None
         )
-        if matched is None or components is None or not components.get(Settings).fast_lane:
+        if matched is None or components is None:
             await self.app(scope, receive, send)
             return
-        route, resource_id = matched
+        settings = components.get(Settings)
+        if not settings.fast_lane:
+            await self.app(scope, receive, send)
+            return
+        endpoint, resource_id = matched
         try:
-            payload = await _serve(components, route, resource_id, scope, receive)
-        except ConchError as exc:
-            await conch_error_response(exc)(scope, receive, send)
-            return
-        except PayloadTooLargeError as exc:
-            await http_error_response(exc)(scope, receive, send)
-            return
-        except pydantic.ValidationError as exc:
-            await validation_error_response(exc.errors(), ("body",))(scope, receive, send)
+            payload = await _serve(
+                components, endpoint, resource_id, scope, receive, settings.max_body_bytes
+            )
+        except Exception as exc:
+            # FastAPI's own handlers answer; what they leave gets the request-id
+            # middleware's 500, as it does behind FastAPI.
+            response = await handled_error_response(Request(scope), exc)
+            if response is None:
+                raise
+            await response(scope, receive, send)
             return
         if payload is None:
             return  # the client went away: nobody to answer
@@ -133,40 +104,36 @@ class PredictionLane:
 
 
 async def _serve(
-    components: Components, route: LaneRoute, resource_id: int, scope: Scope, receive: Receive
+    components: Components,
+    endpoint: Endpoint,
+    resource_id: int,
+    scope: Scope,
+    receive: Receive,
+    max_bytes: int,
 ) -> Payload | None:
     # The routes' order: the key, its rate limit, its scope and resource, then the body.
     headers = _headers(scope)
-    principal, limit_check = await route.policy.admit(components, headers.get("x-api-key"))
-    if limit_check is None:
-        return await _predict(components, route, principal, resource_id, headers, receive)
-    if limit_check.done():  # a key known to be over its limit: refused before any Triton work
+    principal, limit_check = await endpoint.policy.admit(components, headers.get("x-api-key"))
+    if limit_check is not None and limit_check.done():
+        # A key known to be over its limit: refused before any Triton work.
         enforce_rate_limit(limit_check.result())
     try:
-        payload = await _predict(components, route, principal, resource_id, headers, receive)
+        await endpoint.policy.authorize(components, principal, resource_id)
+        require_json(headers)
+        raw_body = await _read_body(receive, headers.get("content-length"), max_bytes)
+        if raw_body is None:
+            payload = None
+        else:
+            body = _validated(endpoint, raw_body)
+            payload = await endpoint.handler(components, principal, resource_id, body)
     except BaseException:
         # Over the limit, the 429 is the answer whatever the prediction did.
-        enforce_rate_limit(await limit_check)
+        if limit_check is not None:
+            enforce_rate_limit(await limit_check)
         raise
-    enforce_rate_limit(await limit_check)
+    if limit_check is not None:
+        enforce_rate_limit(await limit_check)
     return payload
-
-
-async def _predict(
-    components: Components,
-    route: LaneRoute,
-    principal: Principal,
-    resource_id: int,
-    headers: dict[str, str],
-    receive: Receive,
-) -> Payload | None:
-    await route.policy.authorize(components, principal, resource_id)
-    require_json(headers)
-    raw_body = await _read_body(receive)
-    if raw_body is None:
-        return None
-    body = route.body.model_validate_json(raw_body)
-    return await route.handler(components, principal, resource_id, body)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -181,12 +148,30 @@ def _headers(scope: Scope) -> dict[str, str]:
 _LANE_HEADERS = frozenset((b"x-api-key", b"content-type", b"content-length", b"transfer-encoding"))
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, declared: str | None, max_bytes: int) -> bytes | None:
+    """The body, read only up to `max_bytes` (CONCH_MAX_BODY_BYTES): a declared
+    length over it is refused unread, a longer stream at the first chunk beyond it."""
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(max_bytes)
     chunks = []
+    received = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > max_bytes:
+            raise PayloadTooLargeError(max_bytes)
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _validated(endpoint: Endpoint, raw_body: bytes) -> pydantic.BaseModel:
+    try:
+        return endpoint.body.model_validate_json(raw_body)
+    except pydantic.ValidationError as exc:
+        # As FastAPI reports a body's problems: each located under "body".
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        raise RequestValidationError(errors) from None

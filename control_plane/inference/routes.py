@@ -1,4 +1,4 @@
-"""/inference/...: the public prediction API (seed 000)."""
+"""/inference/...: the public prediction API (seed 000) and the replica's health."""
 
 from __future__ import annotations
 
@@ -14,29 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane.core.components import ComponentsDep
 from control_plane.core.errors import DEFAULT_RETRY_AFTER_S, TritonError, retry_after
-from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.settings import Settings
-from control_plane.core.types import ModelIdPath, ProjectIdPath
 from control_plane.db.models import Model
 from control_plane.db.session import SessionDep
 from control_plane.events.bus import EventBus
-from control_plane.inference.handlers import (
-    predict_for_project,
-    predict_for_user,
-    predict_for_users,
-)
+from control_plane.inference.endpoints import include_endpoints
 from control_plane.inference.schemas import (
-    BatchPredictRequest,
-    BatchPredictResponse,
     HealthResponse,
     LoadedModelsResponse,
-    PredictRequest,
-    PredictResponse,
-    ProjectPredictResponse,
     ReadinessResponse,
 )
-from control_plane.keys.deps import GuardedRoute, PredictModelKey, PredictProjectKey, Public
+from control_plane.keys.deps import GuardedRoute, Public
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.ratelimit.limiter import RateLimiter
@@ -45,50 +34,9 @@ from control_plane.triton.client import TritonGateway
 router = APIRouter(prefix="/inference", tags=["inference"], route_class=GuardedRoute)
 
 
-# The prediction handlers take no SQL session: the runtime and routing caches open
-# one only on a miss, so a warm request costs no database round trip. They answer
-# with bodies built by hand and rendered by orjson: validating them again against
-# the response models cost more than the rest of the handler. With the fast lane on
-# (the default) `lane.py` serves these three paths before FastAPI routes them.
-
-
-@router.post(
-    "/predict/{model_id}",
-    response_model=PredictResponse,
-    responses=error_responses(400, *TRITON_ERRORS),
-)
-async def predict(
-    model_id: ModelIdPath, body: PredictRequest, key: PredictModelKey, components: ComponentsDep
-) -> OrjsonResponse:
-    return OrjsonResponse(await predict_for_user(components, key, model_id, body))
-
-
-@router.post(
-    "/predict/{model_id}/batch",
-    response_model=BatchPredictResponse,
-    responses=error_responses(400, *TRITON_ERRORS),
-)
-async def predict_batch(
-    model_id: ModelIdPath,
-    body: BatchPredictRequest,
-    key: PredictModelKey,
-    components: ComponentsDep,
-) -> OrjsonResponse:
-    return OrjsonResponse(await predict_for_users(components, key, model_id, body))
-
-
-@router.post(
-    "/predict/project/{project_id}",
-    response_model=ProjectPredictResponse,
-    responses=error_responses(400, *TRITON_ERRORS),
-)
-async def predict_project(
-    project_id: ProjectIdPath,
-    body: PredictRequest,
-    key: PredictProjectKey,
-    components: ComponentsDep,
-) -> OrjsonResponse:
-    return OrjsonResponse(await predict_for_project(components, key, project_id, body))
+# The prediction endpoints (`endpoints.py`). With the fast lane on (the default)
+# `lane.py` serves them before FastAPI routes them.
+include_endpoints(router)
 
 
 async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:

@@ -1,4 +1,6 @@
-"""Per-model runtime data read once from the manifest: Triton name, tensors, id maps.
+"""Per-model runtime data built once from the manifest: Triton name, tensors, id maps.
+
+The manifest itself comes from the replica's ManifestStore (read once per model).
 
 Registered models are immutable (ids are never reused), so an entry's content never
 goes stale, but its model can leave the registry. `model_deleted` drops the entry on
@@ -10,25 +12,23 @@ cache is bounded to keep memory flat when many models are registered.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from conch_manifest.layout import load_manifest
 from conch_manifest.schema import RECOMMENDER_INPUT, RECOMMENDER_ITEMS, RECOMMENDER_SCORES, Manifest
 from control_plane.core.errors import BadRequestError, ModelLoadError, ModelNotFoundError
 from control_plane.core.request_id import current_request_id
 from control_plane.db.models import Model
 from control_plane.events.schemas import ModelDeleted
+from control_plane.manifests.store import ManifestStore
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +109,12 @@ DEFAULT_TTL_S = 5.0
 class RuntimeCache:
     def __init__(
         self,
-        repository: Path,
+        manifests: ManifestStore,
         max_entries: int = 256,
         ttl_s: float = DEFAULT_TTL_S,
         events_current: Callable[[], bool] = lambda: True,
     ) -> None:
-        self.repository = repository
+        self.manifests = manifests
         self._max = max_entries
         self._ttl = ttl_s
         self._events_current = events_current
@@ -168,7 +168,7 @@ class RuntimeCache:
         return built
 
     async def _build(self, model: Model, build: Callable[[Model, Manifest], R]) -> R:
-        return build(model, await asyncio.to_thread(self._manifest, model))
+        return build(model, await self._manifest(model))
 
     def forget(self, model_id: int) -> None:
         self._generation += 1
@@ -184,9 +184,9 @@ class RuntimeCache:
     async def on_model_deleted(self, event: ModelDeleted) -> None:
         self.forget(event.model_id)
 
-    def _manifest(self, model: Model) -> Manifest:
+    async def _manifest(self, model: Model) -> Manifest:
         try:
-            return load_manifest(self.repository, model.triton_name)
+            return (await self.manifests.still_present(model.triton_name)).manifest
         except (OSError, pydantic.ValidationError) as exc:
             # The path is in `exc`: it goes to the log, the response names the model only.
             reason = (

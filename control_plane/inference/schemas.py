@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from control_plane.core.types import RequestBody
 
 MAX_CUTOFF = 1000
 MAX_BATCH_USERS = 100
+MAX_ROWS = 1000
 
 
 class PredictRequest(RequestBody):
@@ -38,6 +41,18 @@ class BatchPredictResponse(BaseModel):
 class ProjectPredictResponse(PredictResponse):
     slot_id: int
     slot_name: str
+
+
+class TabularPredictRequest(RequestBody):
+    data: list[list[float]] = Field(min_length=1, max_length=MAX_ROWS)
+
+
+class TabularPredictResponse(BaseModel):
+    predictions: list[Any]  # class labels (classifiers) or values (regressors)
+    probabilities: list[list[float]] | None = None
+    outputs: dict[str, list[Any]] | None = None  # other models: every output tensor
+    model_id: int
+    request_id: str
 
 
 class HealthResponse(BaseModel):

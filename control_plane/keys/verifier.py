@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import AuthenticationError
+from control_plane.core.settings import default
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey
 from control_plane.events.schemas import KeyRevoked
@@ -30,17 +31,16 @@ from control_plane.keys.schemas import Principal
 
 logger = logging.getLogger(__name__)
 
-# last_used_at is bookkeeping: one write per key per replica per minute is plenty.
-LAST_USED_WRITE_INTERVAL_S = 60.0
-
 
 class KeyVerifier:
     def __init__(
         self,
         secret_key: str,
         ttl_s: float,
-        max_entries: int = 10_000,
+        max_entries: int = default("key_cache_max_entries"),
         events_current: Callable[[], bool] = lambda: True,
+        *,
+        last_used_interval_s: float = default("key_last_used_interval_s"),
     ) -> None:
         self._secret = secret_key
         # While revocations from other replicas cannot reach us, nothing is cached.
@@ -49,6 +49,8 @@ class KeyVerifier:
         self._max = max_entries
         self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._last_used_written: dict[int, float] = {}
+        # last_used_at is bookkeeping: one write per key per replica per interval.
+        self._last_used_interval = last_used_interval_s
         self._background: set[asyncio.Task[None]] = set()
 
     async def verify(
@@ -104,7 +106,7 @@ class KeyVerifier:
     def _touch(self, sessionmaker: async_sessionmaker[AsyncSession], key_id: int) -> None:
         now = time.monotonic()
         last = self._last_used_written.get(key_id)
-        if last is not None and now - last < LAST_USED_WRITE_INTERVAL_S:
+        if last is not None and now - last < self._last_used_interval:
             return
         self._last_used_written[key_id] = now
         task = asyncio.create_task(self._write_last_used(sessionmaker, key_id))

@@ -34,9 +34,14 @@ from control_plane.lifecycle.queue import LoadQueue
 from control_plane.lifecycle.registered import RegistrationGuard, record_load_error
 from control_plane.lifecycle.status import LoadState, ModelStatus
 from control_plane.lifecycle.warmup import warm
+from control_plane.manifests.store import ManifestStore
 from control_plane.triton.client import TritonGateway
 
 logger = logging.getLogger(__name__)
+
+# A model that failed to load or warm is unloaded at once (a half-loaded model must
+# not linger), waiting this long for Triton to let it go.
+FAILED_LOAD_UNLOAD_WAIT_S = 5.0
 
 
 class ModelLoadingError(ServiceUnavailableError):
@@ -53,8 +58,10 @@ class ModelLifecycle:
         max_loaded: int,
         request_wait_s: float,
         load_timeout_s: float,
+        manifests: ManifestStore,
     ) -> None:
         self.triton = triton
+        self.manifests = manifests
         self.sessionmaker = sessionmaker
         self.repository = repository
         self.max_loaded = max_loaded
@@ -258,7 +265,7 @@ class ModelLifecycle:
             )
 
     async def _warm(self, name: str) -> None:
-        await warm(self.triton, self.repository, name)
+        await warm(self.triton, self.manifests, name)
 
     async def _fail(self, status: ModelStatus, reason: str) -> None:
         status.mark_failed(reason)
@@ -268,7 +275,7 @@ class ModelLifecycle:
             status.triton_name, status.failures, status.retry_after_s, reason,
         )  # fmt: skip
         with contextlib.suppress(TritonError):  # a half-loaded model must not linger
-            await self.triton.unload(status.triton_name, wait_s=5.0)
+            await self.triton.unload(status.triton_name, wait_s=FAILED_LOAD_UNLOAD_WAIT_S)
         await self._record_error(status.triton_name, reason)
 
     async def _record_error(self, name: str, reason: str | None) -> None:
@@ -277,15 +284,26 @@ class ModelLifecycle:
     # --- unloads and eviction ---------------------------------------------------------
 
     async def unload(self, name: str) -> None:
+        """Unloaded only once Triton says so: a refusal leaves it loaded, with the reason."""
         status = self.status(name)
         async with self._lock(name):
-            status.state = LoadState.unloading
-            try:
-                await self.triton.unload(name)
-            finally:
-                status.mark_unloaded()
+            await self._unload_in_triton(status)
+            status.mark_unloaded()
         metrics.increment("lifecycle.unloads")
         logger.info("unloaded %s", name)
+
+    async def _unload_in_triton(self, status: ModelStatus) -> None:
+        name, before = status.triton_name, status.state
+        status.state = LoadState.unloading
+        try:
+            await self.triton.unload(name)
+        except TritonError as exc:
+            status.mark_unload_failed(f"Triton did not unload {name!r}: {exc.message}", before)
+            metrics.increment("lifecycle.unload_failures")
+            raise
+        except BaseException:  # cancelled mid-unload: Triton's answer is unknown
+            status.state = before
+            raise
 
     # --- models that left the registry ------------------------------------------------
 
@@ -304,12 +322,11 @@ class ModelLifecycle:
             else:
                 return False
             status = self.statuses.get(name)
-            if status is not None:
-                status.state = LoadState.unloading
-            try:
+            if status is None:
                 await self.triton.unload(name)  # a no-op for Triton when not loaded
-            finally:
-                self.statuses.pop(name, None)
+            else:  # kept, with the reason, while Triton refuses: the next pass retries
+                await self._unload_in_triton(status)
+            self.statuses.pop(name, None)
         metrics.increment("lifecycle.retired")
         logger.info("unloaded %s: it left the registry", name)
         return True
@@ -336,10 +353,11 @@ class ModelLifecycle:
                 name = status.triton_name
                 if self.triton.in_flight[name] > 0 or name in self._loads:
                     continue
-                status.evicted = True
+                status.evicted = True  # before the unload: reconcile must not reload it
                 try:
                     await self.unload(name)
-                except TritonError as exc:
+                except TritonError as exc:  # still loaded: it frees nothing
+                    status.evicted = False
                     logger.warning("could not evict %s: %s", name, exc.message)
                     continue
                 metrics.increment("lifecycle.evictions")

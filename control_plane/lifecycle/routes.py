@@ -37,6 +37,7 @@ async def engine_status(_: ReadGlobalKey, components: ComponentsDep) -> EngineSt
                 state=status.state.value,
                 pinned=name in lifecycle.pinned,
                 last_used_at=status.last_used_at,
+                load_error=status.load_error,
                 queue_ms_total=summary["queue_ms_total"],
                 compute_ms_total=summary["compute_ms_total"],
                 request_count=summary["request_count"],

@@ -32,6 +32,8 @@ class EngineModel(BaseModel):
     triton_name: str
     state: str
     pinned: bool
+    # Why Triton did not unload it (still loaded here), as `replica_load_error` says.
+    load_error: str | None = None
     last_used_at: datetime | None
     queue_ms_total: float
     compute_ms_total: float

@@ -28,6 +28,7 @@ class ModelStatus:
     loaded_at: datetime | None = None
     # Monotonic: LRU order immune to wall-clock jumps, and one cheap call per request.
     last_used: float = 0.0
+    # Why the last load failed, or why Triton did not unload the model (still loaded).
     load_error: str | None = None
     failures: int = 0
     retry_at: float = 0.0  # monotonic; no automatic load before it
@@ -58,9 +59,16 @@ class ModelStatus:
         self.retry_at = time.monotonic() + backoff
 
     def mark_unloaded(self) -> None:
+        if self.state in (LoadState.ready, LoadState.unloading):
+            self.load_error = None  # a refused unload before: this time it is gone
         if self.state is not LoadState.failed:
             self.state = LoadState.unloaded
         self.loaded_at = None
+
+    def mark_unload_failed(self, reason: str, state: LoadState) -> None:
+        """Triton did not unload the model: it is where it was, and the reason is shown."""
+        self.state = state
+        self.load_error = reason
 
     @property
     def backing_off(self) -> bool:

@@ -7,16 +7,13 @@ first-call allocation) and a model that loads but cannot infer is never routed t
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import numpy as np
 import numpy.typing as npt
 import pydantic
 
-from conch_manifest.layout import load_manifest
 from conch_manifest.schema import Manifest
 from control_plane.core.errors import TritonError
+from control_plane.manifests.store import ManifestStore
 from control_plane.triton.client import TritonGateway
 
 _DTYPES = {"FP32": np.float32, "INT64": np.int64, "INT32": np.int32}
@@ -28,12 +25,8 @@ class WarmupRequest(pydantic.BaseModel):
     outputs: list[str]
 
 
-def warmup_request(repository: Path, triton_name: str) -> WarmupRequest | None:
-    """None when the manifest is missing or names a datatype we cannot synthesise."""
-    try:
-        manifest: Manifest = load_manifest(repository, triton_name)
-    except (OSError, pydantic.ValidationError):
-        return None
+def warmup_request(manifest: Manifest) -> WarmupRequest | None:
+    """None when the manifest names a datatype we cannot synthesise."""
     shapes: dict[str, list[int]] = {}
     dtypes: dict[str, str] = {}
     for tensor in manifest.inputs:
@@ -54,9 +47,14 @@ def warmup_arrays(request: WarmupRequest) -> dict[str, npt.NDArray[np.generic]]:
     }
 
 
-async def warm(triton: TritonGateway, repository: Path, name: str) -> None:
-    """One inference straight after the load; raises TritonError when the model cannot."""
-    request = await asyncio.to_thread(warmup_request, repository, name)
+async def warm(triton: TritonGateway, manifests: ManifestStore, name: str) -> None:
+    """One inference straight after the load; raises TritonError when the model cannot.
+    The manifest comes from the replica's store (read once per model)."""
+    try:
+        manifest = (await manifests.get(name)).manifest
+    except (OSError, pydantic.ValidationError):
+        manifest = None
+    request = None if manifest is None else warmup_request(manifest)
     if request is None:
         return  # no manifest we can read: Triton's own model_warmup is all there is
     try:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from control_plane.core import metrics
 from control_plane.core.errors import retry_after
-from control_plane.core.settings import parse_rate
+from control_plane.core.settings import default, parse_rate
 from control_plane.ratelimit.lru import LRUDict
 from control_plane.ratelimit.resp import PipelinedRedis
 from control_plane.ratelimit.window import (
@@ -46,8 +46,6 @@ from control_plane.ratelimit.window import (
 logger = logging.getLogger(__name__)
 
 FALLBACK_METRIC = "rate_limit_redis_fallback_total"
-# Keys whose in-process state (refusal, per-process window) one process keeps.
-MAX_TRACKED_KEYS = 10_000
 
 LimiterHealth = Literal["ok", "fallback", "not_configured"]
 
@@ -88,9 +86,10 @@ class RateLimiter:
         fallback_rate: str,
         *,
         namespace: str = "default",
-        retry_redis_after_s: float = 2.0,
-        warn_every_s: float = 30.0,
-        max_tracked_keys: int = MAX_TRACKED_KEYS,
+        retry_redis_after_s: float = default("rate_limit_redis_retry_s"),
+        warn_every_s: float = default("rate_limit_warn_interval_s"),
+        max_tracked_keys: int = default("rate_limit_max_tracked_keys"),
+        redis_timeout_s: float = default("redis_timeout_s"),
     ) -> None:
         """Raises UnsupportedRedisURL when `redis` is reached in a way the hot path cannot."""
         self.redis = redis
@@ -100,7 +99,9 @@ class RateLimiter:
         # must not share counters.
         self._prefix = f"conch:ratelimit:{namespace}:"
         # The hot path uses its own pipelined connection (see resp.py), not redis-py's pool.
-        self._connection = PipelinedRedis.like(redis) if redis is not None else None
+        self._connection = (
+            PipelinedRedis.like(redis, timeout_s=redis_timeout_s) if redis is not None else None
+        )
         self._local = LocalWindows(max_tracked_keys)
         self._refused_until: LRUDict[int, tuple[float, int]] = LRUDict(max_tracked_keys)
         # Requests counted together at the end of this tick: key id -> (rate, answers).

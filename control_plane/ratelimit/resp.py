@@ -23,13 +23,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from control_plane.core.settings import default
 from control_plane.ratelimit.endpoint import RedisEndpoint, encode_command
 
 __all__ = ["PipelinedRedis", "encode_command"]
 
 
 class PipelinedRedis:
-    def __init__(self, endpoint: RedisEndpoint | str, *, timeout_s: float = 0.5) -> None:
+    def __init__(
+        self, endpoint: RedisEndpoint | str, *, timeout_s: float = default("redis_timeout_s")
+    ) -> None:
         """`endpoint`: where to connect, or a redis://, rediss:// or unix:// URL."""
         if isinstance(endpoint, str):
             endpoint = RedisEndpoint.from_url(endpoint)
@@ -41,7 +44,9 @@ class PipelinedRedis:
         self._connecting: asyncio.Lock | None = None
 
     @classmethod
-    def like(cls, client: Redis, *, timeout_s: float = 0.5) -> PipelinedRedis:
+    def like(
+        cls, client: Redis, *, timeout_s: float = default("redis_timeout_s")
+    ) -> PipelinedRedis:
         """A connection to the same server and database as a redis-py client."""
         return cls(RedisEndpoint.like(client), timeout_s=timeout_s)
 

@@ -6,11 +6,9 @@ Load components, load/unload/reload and metrics concern the answering replica's 
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, status
 
-from control_plane.core.components import ComponentsDep, SettingsDep
+from control_plane.core.components import ComponentsDep
 from control_plane.core.errors import ConflictError, TritonError
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.settings import Settings
@@ -30,6 +28,7 @@ from control_plane.lifecycle.deps import LifecycleDep
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.schemas import ModelMetrics
 from control_plane.lifecycle.stats import summarize
+from control_plane.manifests.store import ManifestStore
 from control_plane.registry import service
 from control_plane.registry.schemas import ModelInfo, ModelRead, ModelRegister
 
@@ -50,17 +49,16 @@ def _with_status(lifecycle: ModelLifecycle, model: Model, **details: object) -> 
 
 
 async def _info(components: ComponentsDep, model: Model) -> ModelInfo:
-    details = await asyncio.to_thread(
-        service.disk_details, components.get(Settings).model_repository, model.triton_name
-    )
+    details = await service.disk_details(components.get(ManifestStore), model.triton_name)
     return _with_status(components.get(ModelLifecycle), model, **details)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 409))
 async def register_model(
-    body: ModelRegister, key: WriteGlobalKey, session: SessionDep, settings: SettingsDep
+    body: ModelRegister, key: WriteGlobalKey, session: SessionDep, components: ComponentsDep
 ) -> ModelRead:
-    model = await service.register_model(session, settings.model_repository, body.triton_name)
+    manifests = components.get(ManifestStore)
+    model = await service.register_model(session, manifests, body.triton_name)
     audit(session, key.key_id, "model.register", "model", model.id, triton_name=body.triton_name)
     return ModelRead.model_validate(model)
 

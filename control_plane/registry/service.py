@@ -12,22 +12,24 @@ import pydantic
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conch_manifest.layout import ManifestFileOutsideModelError, manifest_path, verify_files
+from conch_manifest.layout import ManifestFileOutsideModelError, verify_files
 from conch_manifest.schema import Manifest, content_digest
 from control_plane.core.errors import ConflictError, ModelNotFoundError, ValidationError
 from control_plane.core.request_id import current_request_id
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import publish_after_commit
 from control_plane.events.schemas import ModelDeleted, ModelTrained
+from control_plane.manifests.store import ManifestStore
 
 logger = logging.getLogger(__name__)
 
 
-def _read_manifest(repository: Path, triton_name: str) -> tuple[Manifest, str]:
-    # Paths go to the log (with the request id to find them by), never into a response.
+async def _read_manifest(manifests: ManifestStore, triton_name: str) -> tuple[Manifest, str]:
+    # Read afresh, not from the store: a file changed under a registered name must be
+    # seen here. Paths go to the log (with the request id to find them by), never into
+    # a response.
     try:
-        path = manifest_path(repository, triton_name)
-        raw = path.read_bytes()
+        manifest = (await manifests.reload(triton_name)).manifest
     except (FileNotFoundError, NotADirectoryError) as exc:
         logger.warning(
             "register %r: no manifest (%s) [request %s]", triton_name, exc, current_request_id()
@@ -43,14 +45,22 @@ def _read_manifest(repository: Path, triton_name: str) -> tuple[Manifest, str]:
         raise ValidationError(
             f"the manifest of {triton_name!r} could not be read", triton_name=triton_name
         ) from None
-    try:
-        manifest = Manifest.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'manifest'}: {error['msg']}"
             for error in exc.errors(include_url=False)
         )
         raise ValidationError(f"manifest of {triton_name!r} is invalid: {problems}") from None
+    try:
+        # Hashes every file: blocking, so in a thread like the read.
+        await asyncio.to_thread(_check_files, manifests.repository, triton_name, manifest)
+    except ValidationError:
+        manifests.forget(triton_name)  # not a model anyone may be served from
+        raise
+    return manifest, content_digest(manifest)
+
+
+def _check_files(repository: Path, triton_name: str, manifest: Manifest) -> None:
     if manifest.triton_name != triton_name:
         raise ValidationError(
             "manifest names another model", expected=triton_name, found=manifest.triton_name
@@ -66,13 +76,19 @@ def _read_manifest(repository: Path, triton_name: str) -> tuple[Manifest, str]:
         raise ValidationError(
             f"files of {triton_name!r} do not match their manifest hashes", files=bad
         )
-    return manifest, content_digest(manifest)
 
 
-async def register_model(session: AsyncSession, repository: Path, triton_name: str) -> Model:
+async def register_model(
+    session: AsyncSession, manifests: ManifestStore | Path, triton_name: str
+) -> Model:
     """Idempotent for the same model (its files and tensors, however often it was
-    re-exported); different content under a registered name is a conflict."""
-    manifest, digest = await asyncio.to_thread(_read_manifest, repository, triton_name)
+    re-exported); different content under a registered name is a conflict.
+
+    `manifests` is the replica's store; a one-off caller (the demo seed) may pass the
+    repository instead."""
+    if isinstance(manifests, Path):
+        manifests = ManifestStore(manifests)
+    manifest, digest = await _read_manifest(manifests, triton_name)
     existing = await session.scalar(select(Model).where(Model.triton_name == triton_name))
     if existing is not None:
         if existing.manifest_sha256 != digest:
@@ -123,21 +139,15 @@ async def delete_model(session: AsyncSession, model_id: int) -> Model:
     return model
 
 
-def disk_details(repository: Path, triton_name: str) -> dict[str, Any]:
-    """Inputs/outputs from the manifest and bytes on disk (blocking: run in a thread)."""
-    root = repository / triton_name
-    size: int | None = None
+async def disk_details(manifests: ManifestStore, triton_name: str) -> dict[str, Any]:
+    """Inputs/outputs and bytes on disk, from the stored manifest (read once)."""
     try:
-        if root.is_dir():
-            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-    except OSError:  # unreadable, a broken link inside: the repository report says which
-        size = None
-    try:
-        manifest = Manifest.model_validate_json(manifest_path(repository, triton_name).read_bytes())
-    except (OSError, pydantic.ValidationError):
-        return {"size_bytes": size}
+        stored = await manifests.get(triton_name)
+    except (OSError, pydantic.ValidationError):  # the repository report says why
+        return {"size_bytes": None}
+    manifest = stored.manifest
     return {
-        "size_bytes": size,
+        "size_bytes": stored.size_bytes,
         "inputs": [t.model_dump(include={"name", "datatype", "shape"}) for t in manifest.inputs],
         "outputs": [t.model_dump(include={"name", "datatype", "shape"}) for t in manifest.outputs],
     }

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from control_plane.core.settings import default
 from control_plane.events.schemas import SlotChanged
 from control_plane.routing.repository import get_project, project_slots
-
-DEFAULT_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,9 @@ class ProjectRoutes:
 
 class RoutingCache:
     def __init__(
-        self, ttl_s: float = DEFAULT_TTL_S, events_current: Callable[[], bool] = lambda: True
+        self,
+        ttl_s: float = default("cache_ttl_s"),
+        events_current: Callable[[], bool] = lambda: True,
     ) -> None:
         self._ttl = ttl_s
         self._events_current = events_current

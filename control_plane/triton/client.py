@@ -2,7 +2,9 @@
 
 The model lifecycle (control_plane/lifecycle) installs itself as `loader`, so every
 inference path, whichever route calls `infer`, goes through its single-flight loads,
-LRU bookkeeping and pinning; without one the gateway loads on demand by itself.
+backoff, LRU bookkeeping and pinning: it is the only code that decides to load. A
+gateway without a loader (a tool's) infers on whatever Triton has loaded, and a
+model Triton does not have is Triton's own error.
 
 Failures keep Triton's own reason and map to 502 (Triton refused), 503 (Triton
 unreachable) or 504 (deadline), so callers can tell a bad model from a down server.
@@ -26,24 +28,18 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
-from control_plane.core.errors import (
-    ModelLoadError,
-    TritonTimeoutError,
-    TritonUnavailableError,
-)
+from control_plane.core.errors import TritonTimeoutError, TritonUnavailableError
 from control_plane.triton.coalesce import RowCoalescer
 from control_plane.triton.errors import is_not_loaded, load_error, short_reason, triton_error
 from control_plane.triton.http_infer import TritonHttpInference, datatype
 
-# A model that failed to load is not retried for this long: each attempt can take
-# seconds of Triton's time, and a broken model would otherwise be reloaded per request.
-LOAD_FAILURE_BACKOFF_S = 30.0
-
 # Readiness probes in flight at once when the repository index cannot be read.
 _PROBE_CONCURRENCY = 16
 
-# Triton's unload returns before the model is gone: poll the index this often.
+# Triton's unload returns before the model is gone: poll the index this often, and
+# call it a failed unload (504) when the model is still there after this long.
 _UNLOAD_POLL_S = 0.05
+UNLOAD_WAIT_S = 30.0
 
 
 class TritonGateway:
@@ -67,9 +63,9 @@ class TritonGateway:
         self.on_not_loaded: Callable[[str], None] | None = None
         # Requests inside Triton per model: eviction never unloads a model in use.
         self.in_flight: Counter[str] = Counter()
-        self._ready: set[str] = set()
-        self._load_locks: dict[str, asyncio.Lock] = {}
-        self._load_failures: dict[str, tuple[str, float]] = {}
+        # Names loaded through this gateway: what to probe when Triton refuses its
+        # repository index. Never read to decide whether a model is loaded.
+        self._loaded_here: set[str] = set()
         # Row requests merged per (model, input, outputs); 0 sends each one alone.
         self._coalesce_in_flight = coalesce_in_flight
         self._coalescers: dict[tuple[str, str, tuple[str, ...], int], RowCoalescer] = {}
@@ -87,9 +83,7 @@ class TritonGateway:
 
     async def ready_models(self) -> list[str]:
         index = await self.repository_index()
-        names = [name for name, model in index.items() if model["state"] == "READY"]
-        self._ready = set(names)
-        return names
+        return [name for name, model in index.items() if model["state"] == "READY"]
 
     async def repository_index(self, names: Iterable[str] = ()) -> dict[str, dict[str, str]]:
         """name -> {"state", "reason"} for every model in the repository.
@@ -106,7 +100,7 @@ class TritonGateway:
             error = triton_error(exc, "repository index")
             if isinstance(error, TritonUnavailableError | TritonTimeoutError):
                 raise error from exc
-            return await self._readiness({*names, *self._ready})
+            return await self._readiness({*names, *self._loaded_here})
         return {
             m["name"]: {
                 "state": m.get("state", "UNAVAILABLE"),
@@ -137,11 +131,10 @@ class TritonGateway:
             await self.client.load_model(name, client_timeout=timeout_s or self.load_timeout_s)
         except InferenceServerException as exc:
             raise load_error(exc, name) from exc
-        self._ready.add(name)
+        self._loaded_here.add(name)
 
-    async def unload(self, name: str, wait_s: float = 30.0) -> None:
+    async def unload(self, name: str, wait_s: float = UNLOAD_WAIT_S) -> None:
         """Unload and wait until the repository index no longer shows the model in use."""
-        self._ready.discard(name)
         try:
             await self.client.unload_model(name, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
@@ -174,51 +167,25 @@ class TritonGateway:
         result: dict[str, Any] = meta
         return result
 
-    async def ensure_loaded(self, name: str) -> None:
-        """Explicit load if this replica's Triton does not have the model ready."""
-        if self.loader is not None:
-            await self.loader(name)
-            return
-        if name in self._ready:
-            return
-        lock = self._load_locks.setdefault(name, asyncio.Lock())
-        async with lock:  # concurrent first requests trigger one load, not many
-            if name in self._ready:
-                return
-            failure = self._load_failures.get(name)
-            if failure is not None and time.monotonic() < failure[1]:
-                raise ModelLoadError(
-                    failure[0], triton_name=name, retry_after_s=LOAD_FAILURE_BACKOFF_S
-                )
-            try:
-                if not await self.client.is_model_ready(name, client_timeout=self.timeout_s):
-                    await self.client.load_model(name, client_timeout=self.load_timeout_s)
-            except InferenceServerException as exc:
-                error = load_error(exc, name)
-                if isinstance(error, ModelLoadError):  # the model's fault: back off
-                    retry_at = time.monotonic() + LOAD_FAILURE_BACKOFF_S
-                    self._load_failures[name] = (error.message, retry_at)
-                raise error from exc
-            self._load_failures.pop(name, None)
-            self._ready.add(name)
-
     async def infer(
         self,
         name: str,
         inputs: dict[str, npt.NDArray[np.generic]],
         outputs: Sequence[str],
     ) -> dict[str, npt.NDArray[np.generic]]:
-        await self.ensure_loaded(name)
+        loader = self.loader
+        if loader is not None:
+            await loader(name)
         try:
             return await self._infer_counted(name, inputs, outputs)
         except InferenceServerException as exc:
-            if not is_not_loaded(exc):
+            if loader is None or not is_not_loaded(exc):
                 raise triton_error(exc, "inference") from exc
-        # Unloaded behind our back (another process, a restart): load once more and retry.
-        self._ready.discard(name)
+        # Unloaded behind the loader's back (another process, a restart): it forgets
+        # the model, loads it once more, and the request is sent again.
         if self.on_not_loaded is not None:
             self.on_not_loaded(name)
-        await self.ensure_loaded(name)
+        await loader(name)
         try:
             return await self._infer_counted(name, inputs, outputs)
         except InferenceServerException as exc:

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from conch_bench.baseline import BaselineServer
+from conch_bench.baseline import BaselineServer, Variant
 from conch_bench.loadgen import LoadSpec, run_load
 from conch_bench.models import BenchModel
 from conch_bench.targets import RestTarget, render_bodies
@@ -15,12 +15,13 @@ from conch_bench.targets import RestTarget, render_bodies
 pytestmark = pytest.mark.slow
 
 
-def test_baseline_matches_onnxruntime(bench_tabular: BenchModel) -> None:
+@pytest.mark.parametrize("variant", ["naive", "tuned"])
+def test_baseline_matches_onnxruntime(bench_tabular: BenchModel, variant: Variant) -> None:
     assert bench_tabular.onnx_path is not None
     rows = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
     session = ort.InferenceSession(str(bench_tabular.onnx_path))
     (expected,) = session.run(["probabilities"], {"X": rows})
-    with BaselineServer(bench_tabular.onnx_path) as server:
+    with BaselineServer(bench_tabular.onnx_path, variant=variant) as server:
         response = httpx.post(f"{server.url}/predict", json={"data": rows.tolist()})
         assert response.status_code == 200
         body = response.json()

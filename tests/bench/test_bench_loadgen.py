@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from conch_bench.loadgen import LoadSpec, run_load, split
@@ -54,3 +58,43 @@ def test_errors_are_counted_with_their_messages() -> None:
     assert summary.requests == 0
     assert summary.errors > 0
     assert summary.first_errors and "Connect" in summary.first_errors[0]
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    """Answers every request after LATE_S: longer than the measurement window."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        time.sleep(_LATE_S)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+_LATE_S = 1.5
+
+
+def test_requests_answered_after_the_window_are_counted_late() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+        target = RestTarget(url=url, bodies=(b"{}",))
+        # Each of the 3 users sends once inside the 0.5 s window; none is answered in it.
+        spec = LoadSpec(concurrency=3, duration_s=0.5, warmup_s=0.0, processes=1)
+        summary = run_load(target, spec)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary.requests == 0 and summary.throughput_rps == 0  # none inside the window
+    assert summary.late == 3
+    assert summary.errors == 0
+    # ... but their latencies are the tail, not silently dropped from it.
+    assert summary.latency_ms["p50"] >= _LATE_S * 1e3 * 0.99

@@ -31,7 +31,7 @@ def runs() -> list[ArmRun]:
         _run("mlp", "conch-rest-nolimit", 1, 1.4, 700),
         _run("mlp", "conch-rest-nolimit", 64, 12.8, 5000),
         _run("mlp", "triton-grpc-nobatch", 64, 32.0, 2000),
-        _run("mlp", "baseline", 64, 64.0, 1000),
+        _run("mlp", "baseline-tuned", 64, 64.0, 1000),
     ]
 
 
@@ -42,10 +42,12 @@ def test_ratios_come_from_pairs_of_arms(runs: list[ArmRun]) -> None:
     assert ratios[("mlp", "rate limit: added p50")].value == pytest.approx(100.0)
     loss = ratios[("mlp", "rate limit: throughput loss at saturation")]
     assert loss.value == pytest.approx(20.0) and loss.unit == "%"
-    batching = ratios[("mlp", "triton-grpc / triton-grpc-nobatch: throughput")]
+    batching = ratios[("mlp", "triton-grpc / triton-grpc-nobatch: throughput at c=64")]
     assert batching.value == pytest.approx(4.0)
-    assert ratios[("mlp", "triton-grpc / triton-grpc-nobatch: p99")].value == pytest.approx(0.25)
-    assert ratios[("mlp", "conch-rest / baseline: throughput")].value == pytest.approx(4.0)
+    nobatch_p99 = ratios[("mlp", "triton-grpc / triton-grpc-nobatch: p99 at c=64")]
+    assert nobatch_p99.value == pytest.approx(0.25)
+    tuned = ratios[("mlp", "conch-rest / baseline-tuned: throughput at c=64")]
+    assert tuned.value == pytest.approx(4.0)
 
 
 def test_reports_round_trip_and_show_deltas(runs: list[ArmRun], tmp_path: Path) -> None:
@@ -88,8 +90,9 @@ def test_reports_round_trip_and_show_deltas(runs: list[ArmRun], tmp_path: Path) 
     report.write_markdown(markdown, document, runs, ratios, [tmp_path / "bench" / "mlp.png"])
     text = markdown.read_text()
     assert "conch bench suite --quick" in text
-    assert "| mlp | Conch REST over gRPC: added p50 | +500 µs |" in text
+    assert "| mlp | Conch REST over gRPC: added p50 | +500 µs |  |" in text
     assert "| conch-rest | 64 | 4,000 | 16.00 |" in text
+    assert "| 0 | 0 | python |" in text  # the late and client columns
     assert "![mlp](bench/mlp.png)" in text
     assert "- concurrencies: 1, 64" in text
     assert "- a note" in text

@@ -37,3 +37,14 @@ def test_summarize_merges_processes_exactly() -> None:
     assert summary.latency_ms["max"] == 1000.0
     assert summary.client_cpu == [0.5, 0.25]
     assert not summary.client_saturated
+
+
+def test_late_answers_count_in_the_tail_but_not_the_rate() -> None:
+    on_time = np.full(99, 0.001)
+    late = np.array([0.5])  # sent in the window, answered after the cut
+    result = WorkerResult(on_time, 0, [], 1.0, 0.1, late_s=late)
+    summary = summarize("x", [result], mode="closed", concurrency=1)
+    assert summary.requests == 99 and summary.throughput_rps == 99.0
+    assert summary.late == 1
+    assert summary.latency_ms["max"] == 500.0
+    assert summary.latency_ms["p99.9"] == 500.0  # dropping it would have said 1 ms

@@ -7,7 +7,6 @@ a caller without a valid key must get its answer without one chunk read.
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -16,28 +15,9 @@ import pytest
 from fastapi import FastAPI
 
 from control_plane.core.settings import Settings
+from tests.control_plane.asgi_body import CHUNK, Body
 from tests.control_plane.conftest import make_key
 from tests.control_plane.replicas import uvicorn_replica
-
-CHUNK = b"x" * 65536
-
-
-class Body:
-    """An ASGI `receive` that serves `chunks` and counts what the app took."""
-
-    def __init__(self, chunks: Sequence[bytes]) -> None:
-        self.chunks = list(chunks)
-        self.taken = 0
-
-    async def __call__(self) -> dict[str, object]:
-        if self.taken >= len(self.chunks):
-            return {"type": "http.disconnect"}
-        self.taken += 1
-        return {
-            "type": "http.request",
-            "body": self.chunks[self.taken - 1],
-            "more_body": self.taken < len(self.chunks),
-        }
 
 
 async def _asgi(

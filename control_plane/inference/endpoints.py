@@ -1,0 +1,156 @@
+"""The prediction endpoints, declared once; both doors are generated from `ENDPOINTS`.
+
+Each entry names its method and path, body, access policy (`keys/deps.py`),
+handler (`handlers.py`) and documentation. The prediction fast lane (`lane.py`)
+compiles the table into its path patterns; `include_endpoints` builds the FastAPI
+routes from it, which document the endpoints in /docs and serve them when
+`CONCH_FAST_LANE=false`. A new endpoint or policy is written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from control_plane.core.components import Components, ComponentsDep
+from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
+from control_plane.core.responses import OrjsonResponse
+from control_plane.core.types import ModelIdPath, ProjectIdPath, RequestBody
+from control_plane.inference.handlers import (
+    Payload,
+    predict_for_project,
+    predict_for_rows,
+    predict_for_user,
+    predict_for_users,
+)
+from control_plane.inference.schemas import (
+    BatchPredictRequest,
+    BatchPredictResponse,
+    PredictRequest,
+    PredictResponse,
+    ProjectPredictResponse,
+    TabularPredictRequest,
+    TabularPredictResponse,
+)
+from control_plane.keys.access import Policy
+from control_plane.keys.deps import PREDICT_MODEL, PREDICT_PROJECT
+from control_plane.keys.schemas import Principal
+
+Handler = Callable[[Components, Principal, int, Any], Awaitable[Payload]]
+
+# The path parameter each resource is, as FastAPI validates it.
+_PATH_TYPES: dict[str, Any] = {"model_id": ModelIdPath, "project_id": ProjectIdPath}
+
+
+def _bad_request_and_triton() -> dict[int | str, dict[str, Any]]:
+    return error_responses(400, *TRITON_ERRORS)
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    name: str  # of the FastAPI route (its OpenAPI operationId starts with it)
+    method: str
+    path: str  # a template whose one parameter is the policy's resource
+    body: type[RequestBody]
+    policy: Policy
+    handler: Handler
+    response_model: type[BaseModel]
+    summary: str
+    responses: dict[int | str, dict[str, Any]] = field(default_factory=_bad_request_and_triton)
+
+    def __post_init__(self) -> None:
+        # The lane authorizes the id it finds in the path: it must be the policy's.
+        if re.findall(r"\{(\w+)\}", self.path) != [self.policy.resource]:
+            raise ValueError(f"{self.path} must name exactly {{{self.policy.resource}}}")
+
+
+ENDPOINTS = (
+    Endpoint(
+        "predict",
+        "POST",
+        "/inference/predict/{model_id}",
+        PredictRequest,
+        PREDICT_MODEL,
+        predict_for_user,
+        PredictResponse,
+        "Recommend items for one user",
+    ),
+    Endpoint(
+        "predict_batch",
+        "POST",
+        "/inference/predict/{model_id}/batch",
+        BatchPredictRequest,
+        PREDICT_MODEL,
+        predict_for_users,
+        BatchPredictResponse,
+        "Recommend items for several users",
+    ),
+    Endpoint(
+        "predict_project",
+        "POST",
+        "/inference/predict/project/{project_id}",
+        PredictRequest,
+        PREDICT_PROJECT,
+        predict_for_project,
+        ProjectPredictResponse,
+        "Recommend items for one user through a project's deployment slots",
+    ),
+    Endpoint(
+        "predict_rows",
+        "POST",
+        "/api/v1/models/{model_id}/predict",
+        TabularPredictRequest,
+        PREDICT_MODEL,
+        predict_for_rows,
+        TabularPredictResponse,
+        "Predict from feature vectors (tabular models and networks)",
+    ),
+)
+
+
+def include_endpoints(router: APIRouter) -> None:
+    """Adds to `router`, as FastAPI routes, the endpoints under its prefix."""
+    for endpoint in ENDPOINTS:
+        if endpoint.path.startswith(router.prefix + "/"):
+            router.add_api_route(
+                endpoint.path.removeprefix(router.prefix),
+                _route_function(endpoint),
+                methods=[endpoint.method],
+                name=endpoint.name,
+                summary=endpoint.summary,
+                response_model=endpoint.response_model,
+                responses=endpoint.responses,
+            )
+
+
+def _route_function(endpoint: Endpoint) -> Callable[..., Awaitable[OrjsonResponse]]:
+    """An endpoint function whose signature tells FastAPI the path id, the body, the
+    policy and the components, and which answers with the handler's payload."""
+    handler, resource = endpoint.handler, endpoint.policy.resource
+
+    async def route(**arguments: Any) -> OrjsonResponse:
+        principal, components = arguments["key"], arguments["components"]
+        return OrjsonResponse(
+            await handler(components, principal, arguments[resource], arguments["body"])
+        )
+
+    parameter = inspect.Parameter.KEYWORD_ONLY
+    route.__name__ = endpoint.name
+    route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(resource, parameter, annotation=_PATH_TYPES[resource]),
+            inspect.Parameter("body", parameter, annotation=endpoint.body),
+            inspect.Parameter(
+                "key", parameter, annotation=Annotated[Principal, Depends(endpoint.policy)]
+            ),
+            inspect.Parameter("components", parameter, annotation=ComponentsDep),
+        ],
+        return_annotation=OrjsonResponse,
+    )
+    return route

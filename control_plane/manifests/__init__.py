@@ -1,0 +1,1 @@
+"""Parsed manifests, read once per model on this replica (store.py)."""
