@@ -22,3 +22,10 @@ def default_model_repository() -> Path:
     return Path(
         os.environ.get("CONCH_MODEL_REPOSITORY", PROJECT_ROOT / "model_repository")
     ).resolve()
+
+
+def default_control_plane_url() -> str:
+    """Where the `conch` commands find the control plane unless `--url` says otherwise:
+    $CONCH_URL, else the local one on $INFERENCE_PORT (8081), as `conch serve` starts it."""
+    port = os.environ.get("INFERENCE_PORT", "8081")
+    return os.environ.get("CONCH_URL") or f"http://127.0.0.1:{port}"

@@ -126,9 +126,6 @@ class ExternalStack:
     redis_url: str
     triton_metrics_url: str | None = None
 
-    def start(self) -> ExternalStack:
-        return self
-
     def stop(self) -> None:
         pass
 

@@ -87,3 +87,13 @@ def _wait_for_health(process: ManagedProcess, url: str) -> dict[str, object]:
         body: dict[str, object] = response.json()
         return body
     pytest.fail(f"conch serve did not answer in 120 s: {tail(process.log_path)}")
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra() -> None:
+    result = subprocess.run(
+        [sys.executable, PRODUCTION_ONLY, "-m", "control_plane.cli", "bench", "suite", "--quick"],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert 'pip install "conch[bench]"' in result.stderr
+    assert "Traceback" not in result.stderr
