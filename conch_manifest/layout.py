@@ -4,6 +4,8 @@ manifest says. Nothing outside a model's own directory is ever read."""
 from __future__ import annotations
 
 import errno
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from conch_manifest.names import model_name_problem
@@ -54,3 +56,30 @@ def verify_files(repository: Path, manifest: Manifest) -> list[str]:
         if not path.is_file() or sha256_file(path) != expected:
             bad.append(relative)
     return bad
+
+
+def newest_export(repository: Path, name: str) -> str | None:
+    """The triton_name of the newest export of `name` (by its manifest's created_at),
+    None when there is none. Exports are published as `<name>-<10 hex digits>`
+    (exporters.repository.triton_name_for); a directory whose manifest is unreadable
+    or names another model is not an export of `name`."""
+    if model_name_problem(name) is not None or not repository.is_dir():
+        return None
+    pattern = re.compile(re.escape(name) + r"-[0-9a-f]{10}")
+    newest: tuple[datetime, str] | None = None
+    for entry in repository.iterdir():
+        if not pattern.fullmatch(entry.name) or not entry.is_dir():
+            continue
+        try:
+            manifest = load_manifest(repository, entry.name)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+            continue
+        if manifest.name != name or manifest.triton_name != entry.name:
+            continue
+        created = manifest.created_at
+        if created.tzinfo is None:  # compare naive and aware stamps: naive means UTC
+            created = created.replace(tzinfo=UTC)
+        candidate = (created, entry.name)
+        if newest is None or candidate > newest:
+            newest = candidate
+    return None if newest is None else newest[1]

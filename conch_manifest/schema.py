@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from conch_manifest.names import ModelName
 
@@ -31,13 +32,69 @@ RECOMMENDER_ITEMS = "ITEM_INDEX"  # INT64 [batch, max_k]: best first, indices in
 RECOMMENDER_SCORES = "SCORE"  # FP32 [batch, max_k]: -inf marks "no more items"
 
 
+# A class label in the source model's own type (scikit-learn's `classes_`), as the
+# prediction API answers it. The manifest keeps labels as text plus their type, so
+# a reader that predates the type still reads every manifest.
+ClassLabel = bool | int | float | str
+LabelType = Literal["int", "float", "str", "bool"]
+_BOOL_TEXT = {"true": True, "false": False}
+
+
+def label_type_of(labels: Sequence[ClassLabel]) -> LabelType:
+    """The one type that holds every label: bool, int, float (ints and floats mixed), else str."""
+    if labels and all(isinstance(label, bool) for label in labels):
+        return "bool"
+    if not labels or any(isinstance(label, bool | str) for label in labels):
+        return "str"
+    return "int" if all(isinstance(label, int) for label in labels) else "float"
+
+
+def encode_labels(labels: Sequence[ClassLabel]) -> tuple[list[str], LabelType]:
+    """Labels as the manifest stores them: text, and the type to read them back in."""
+    kind = label_type_of(labels)
+    if kind == "bool":
+        return ["true" if label else "false" for label in labels], kind
+    if kind == "float":
+        return [repr(float(label)) for label in labels], kind
+    return [str(label) for label in labels], kind
+
+
+def decode_label(text: str, kind: LabelType) -> ClassLabel:
+    """One stored label in its type; ValueError when the text is not of that type."""
+    if kind == "int":
+        return int(text)
+    if kind == "float":
+        return float(text)
+    if kind == "bool":
+        if text.lower() not in _BOOL_TEXT:
+            raise ValueError(f"{text!r} is not true or false")
+        return _BOOL_TEXT[text.lower()]
+    return text
+
+
 class TensorSpec(BaseModel):
     name: str
     datatype: str  # Triton datatype: FP32, INT64, ...
     shape: list[int]  # including the batch axis as -1 when batched
     feature_names: list[str] | None = None
     meaning: str | None = None
-    class_labels: list[str] | None = None
+    class_labels: list[str] | None = None  # as text; `class_label_type` says how to read them
+    class_label_type: LabelType | None = None  # None (manifests before it): str
+
+    @model_validator(mode="after")
+    def _labels_read_as_their_type(self) -> Self:
+        self.typed_class_labels()  # raises ValueError for a label not of the declared type
+        return self
+
+    def typed_class_labels(self) -> list[ClassLabel] | None:
+        """The labels in the source model's own type: 1, not "1", for integer classes."""
+        if self.class_labels is None:
+            return None
+        kind = self.class_label_type or "str"
+        try:
+            return [decode_label(text, kind) for text in self.class_labels]
+        except ValueError as exc:
+            raise ValueError(f"class_labels of {self.name!r} are not all {kind}: {exc}") from None
 
 
 class RecommenderSpec(BaseModel):
@@ -51,7 +108,8 @@ class ParityResult(BaseModel):
     passed: bool
     rows: int
     max_abs_diff: float | None = None  # numeric outputs
-    tolerance: float | None = None
+    tolerance: float | None = None  # absolute (atol); for recommenders the tied-score bound
+    relative_tolerance: float | None = None  # rtol: |triton - source| <= atol + rtol * |source|
     topk_match_rate: float | None = None  # recommenders: share of users with identical top-K
     detail: str = ""
 
@@ -115,4 +173,8 @@ _IDENTITY_FIELDS = {
 def content_digest(manifest: Manifest) -> str:
     """SHA-256 of the fields that identify the served model, stable across re-exports."""
     identity = manifest.model_dump(mode="json", include=_IDENTITY_FIELDS)
+    # A manifest written before `class_label_type` existed keeps the digest it had.
+    for tensor in (*identity["inputs"], *identity["outputs"]):
+        if tensor.get("class_label_type") is None:
+            tensor.pop("class_label_type", None)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

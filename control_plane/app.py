@@ -109,8 +109,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             load_timeout_s=settings.model_load_timeout_s,
             coalesce_in_flight=settings.coalesce_in_flight,
             http_url=settings.triton_infer_http_url,
+            liveness_timeout_s=settings.triton_liveness_timeout_s,
+            unload_wait_s=settings.triton_unload_wait_s,
+            unload_poll_s=settings.triton_unload_poll_s,
+            probe_concurrency=settings.triton_probe_concurrency,
         )
-        manifests = ManifestStore(settings.model_repository)
+        manifests = ManifestStore(
+            settings.model_repository, max_entries=settings.manifest_cache_max_entries
+        )
         lifecycle = ModelLifecycle(
             triton,
             sessionmaker,
@@ -119,6 +125,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             request_wait_s=settings.model_load_wait_s,
             load_timeout_s=settings.model_load_timeout_s,
             manifests=manifests,
+            retry_min_s=settings.load_retry_min_s,
+            retry_max_s=settings.load_retry_max_s,
+            failed_unload_wait_s=settings.failed_load_unload_wait_s,
+            deleted_remembered=settings.deleted_models_remembered,
         )
         events = EventBus(
             events_redis,
@@ -147,11 +157,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             manifests=manifests,
             runtimes=RuntimeCache(
                 manifests,
+                max_entries=settings.runtime_cache_max_entries,
                 ttl_s=settings.cache_ttl_s,
                 events_current=events.is_current,
             ),
             lifecycle=lifecycle,
-            reconciler=Reconciler(lifecycle, sessionmaker, settings.reconcile_interval_s),
+            reconciler=Reconciler(
+                lifecycle,
+                sessionmaker,
+                settings.reconcile_interval_s,
+                watch_triton_s=settings.triton_watch_interval_s,
+            ),
         )
         state.events.on("key_revoked", state.verifier.on_key_revoked)
         state.events.on("slot_changed", state.routing.on_slot_changed)

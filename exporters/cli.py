@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import math
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,8 @@ import typer
 from rich.console import Console
 
 from conch_embedded.process import ProcessStartError
-from conch_manifest.locations import default_model_repository
+from conch_manifest.locations import default_control_plane_url, default_model_repository
+from conch_manifest.schema import ClassLabel, Task
 from exporters.display import show_steps
 from exporters.errors import ExportError
 from exporters.pipeline import ExportResult, ServingOptions
@@ -47,6 +49,35 @@ class TorchFormat(enum.StrEnum):
     torchscript = "torchscript"
 
 
+class TorchTask(enum.StrEnum):
+    classification = "classification"
+    regression = "regression"
+    embedding = "embedding"
+    other = "other"
+
+
+def parse_labels(text: str) -> list[ClassLabel]:
+    """`--labels`: typed as the user wrote them: all integers -> int, all numbers -> float,
+    all true/false -> bool, else strings."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        errors.print(f"[red]error:[/] --labels has an empty label: {text!r}")
+        raise typer.Exit(2)
+    try:
+        return [int(part) for part in parts]
+    except ValueError:
+        pass
+    try:
+        numbers = [float(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if numbers and all(math.isfinite(n) for n in numbers):  # "nan" stays a word
+        return list(numbers)
+    if all(part.lower() in ("true", "false") for part in parts):
+        return [part.lower() == "true" for part in parts]
+    return list(parts)
+
+
 ModelPath = Annotated[Path, typer.Argument(help="The trained model file.", show_default=False)]
 
 
@@ -70,7 +101,8 @@ NameOpt = Annotated[
 RepositoryOpt = Annotated[
     Path | None,
     typer.Option(
-        help="Triton model repository (default: $CONCH_MODEL_REPOSITORY or ./model_repository)."
+        help="Triton model repository (default: $CONCH_MODEL_REPOSITORY, else the "
+        "project's model_repository/)."
     ),
 ]
 SampleOpt = Annotated[
@@ -80,11 +112,23 @@ SampleOpt = Annotated[
         help="Held-out rows for the parity check: .npy, or .csv (a header row names the features).",
     ),
 ]
-ToleranceOpt = Annotated[
+AtolOpt = Annotated[
     float | None,
     typer.Option(
-        help="Parity tolerance (default: 1e-5 absolute for probabilities, 1e-4 relative "
-        "for regression and network outputs).",
+        "--atol",
+        "--tolerance",
+        min=0,
+        help="Parity: absolute tolerance per output value (default 1e-5). A value passes "
+        "where |triton - source| <= atol + rtol * (largest |source| in its row); integer "
+        "outputs must match exactly.",
+    ),
+]
+RtolOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--rtol",
+        min=0,
+        help="Parity: tolerance relative to the row's largest source value (default 1e-4).",
     ),
 ]
 KindOpt = Annotated[InstanceKind, typer.Option(help="Where Triton runs the model.")]
@@ -106,24 +150,29 @@ RegisterOpt = Annotated[
     ),
 ]
 UrlOpt = Annotated[
-    str, typer.Option("--url", envvar="CONCH_URL", help="Control-plane base URL (--register).")
+    str | None,
+    typer.Option(
+        "--url",
+        help="Control-plane base URL for --register and the printed next command "
+        "(default: $CONCH_URL, else http://127.0.0.1:$INFERENCE_PORT, port 8081).",
+        show_default=False,
+    ),
 ]
 ApiKeyOpt = Annotated[
     str | None,
     typer.Option("--api-key", envvar="CONCH_API_KEY", help="Key with write scope (--register)."),
 ]
-DEFAULT_URL = "http://127.0.0.1:8081"
 
 
 class Registration:
     """Where and with which key `--register` registers an export (None: do not)."""
 
-    def __init__(self, register: bool, url: str, api_key: str | None) -> None:
+    def __init__(self, register: bool, url: str | None, api_key: str | None) -> None:
         if register and not api_key:
             errors.print("[red]error:[/] --register needs --api-key (or CONCH_API_KEY)")
             raise typer.Exit(2)
         self.enabled = register
-        self.url = url
+        self.url = url or default_control_plane_url()  # resolved per run: env may change
         self.api_key = api_key or ""
 
 
@@ -208,13 +257,14 @@ def _tabular_command(framework: str, help: str) -> None:
         name: NameOpt,
         sample_data: SampleOpt,
         repository: RepositoryOpt = None,
-        tolerance: ToleranceOpt = None,
+        atol: AtolOpt = None,
+        rtol: RtolOpt = None,
         instance_kind: KindOpt = InstanceKind.cpu,
         instances: InstancesOpt = 1,
         max_batch_size: BatchOpt = 64,
         max_queue_delay_us: DelayOpt = 100,
         register: RegisterOpt = False,
-        url: UrlOpt = DEFAULT_URL,
+        url: UrlOpt = None,
         api_key: ApiKeyOpt = None,
     ) -> None:
         registration = Registration(register, url, api_key)
@@ -226,7 +276,7 @@ def _tabular_command(framework: str, help: str) -> None:
             f"{framework} {name}",
             lambda hook: export(
                 model, name=name, repository=_repository(repository), sample=sample_data,
-                tolerance=tolerance, options=options, progress=hook,
+                atol=atol, rtol=rtol, options=options, progress=hook,
             ),
             registration,
         )  # fmt: skip
@@ -258,14 +308,29 @@ def torch(
         TorchFormat,
         typer.Option(help="onnx (onnxruntime backend) or torchscript (pytorch backend)."),
     ] = TorchFormat.onnx,
+    task: Annotated[
+        TorchTask | None,
+        typer.Option(
+            help="What the model does (default: classification with --labels, else other)."
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Class labels, one per column of OUTPUT__0, comma-separated: cat,dog,bird; "
+            "0,1,2 answers integers, 0.5,1.5 floats, true,false booleans. Predictions then "
+            "answer the label of each row's highest column.",
+        ),
+    ] = None,
     repository: RepositoryOpt = None,
-    tolerance: ToleranceOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
     instance_kind: KindOpt = InstanceKind.cpu,
     instances: InstancesOpt = 1,
     max_batch_size: BatchOpt = 64,
     max_queue_delay_us: DelayOpt = 100,
     register: RegisterOpt = False,
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     from exporters.torch_exporter import export_torch
@@ -277,6 +342,8 @@ def torch(
         message = f"--input-shape must be integers separated by commas, not {input_shape!r}"
         errors.print(f"[red]error:[/] {message}")
         raise typer.Exit(1) from None
+    class_labels = parse_labels(labels) if labels is not None else None
+    torch_task: Task | None = None if task is None else task.value
     options = _options(instance_kind, instances, max_batch_size, max_queue_delay_us)
     torch_format: Literal["onnx", "torchscript"] = (
         "torchscript" if format is TorchFormat.torchscript else "onnx"
@@ -285,8 +352,8 @@ def torch(
         f"torch {name}",
         lambda hook: export_torch(
             model, name=name, repository=_repository(repository), input_shape=shape,
-            sample=sample_data, format=torch_format,
-            tolerance=tolerance, options=options, progress=hook,
+            sample=sample_data, format=torch_format, task=torch_task, labels=class_labels,
+            atol=atol, rtol=rtol, options=options, progress=hook,
         ),
         registration,
     )  # fmt: skip
@@ -307,7 +374,7 @@ def recommender(
     max_batch_size: Annotated[int, typer.Option(min=1, help="Largest batch Triton forms.")] = 64,
     max_queue_delay_us: DelayOpt = 100,
     register: RegisterOpt = False,
-    url: UrlOpt = DEFAULT_URL,
+    url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
 ) -> None:
     from exporters.recommender import export_recommender

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from conch_manifest.schema import ClassLabel
 from exporters.arrays import Array
 from exporters.errors import ExportError
 from exporters.tabular import (
@@ -32,7 +33,7 @@ from exporters.tabular import (
 
 FLOAT32_HINT = (
     " (LightGBM splits on float64 thresholds, ONNX on float32: retrain on float32 features "
-    "or raise --tolerance)"
+    "or raise --atol / --rtol)"
 )
 REGRESSION_OBJECTIVES = ("regression", "regression_l1", "huber", "fair", "quantile", "mape")
 OBJECTIVE_KINDS: dict[str, BoosterKind] = {
@@ -106,7 +107,7 @@ class LightGBMSource(TabularSource):
     def feature_names(self) -> list[str] | None:
         return list(self.booster.feature_name())
 
-    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+    def predict(self, rows: Array) -> tuple[list[ClassLabel] | None, Array]:
         # LightGBM predicts in float64 from the same float32 rows Triton receives.
         return booster_outputs(self.kind, self.booster.predict(rows.astype(np.float64)))
 

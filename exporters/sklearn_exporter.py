@@ -12,9 +12,16 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from conch_manifest.schema import ClassLabel
 from exporters.arrays import Array
 from exporters.errors import ExportError
-from exporters.tabular import ONNX_ML_OPSET, ONNX_OPSET, TabularSource, tabular_exporter
+from exporters.tabular import (
+    ONNX_ML_OPSET,
+    ONNX_OPSET,
+    TabularSource,
+    native_labels,
+    tabular_exporter,
+)
 
 
 def load_sklearn_model(path: Path) -> Any:
@@ -59,9 +66,10 @@ class SklearnSource(TabularSource):
     def feature_names(self) -> list[str] | None:
         return [str(n) for n in getattr(self.model, "feature_names_in_", [])] or None
 
-    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+    def predict(self, rows: Array) -> tuple[list[ClassLabel] | None, Array]:
         if self.classifier:
-            return [str(c) for c in self.model.classes_], self.model.predict_proba(rows)
+            # In the type of classes_, as model.predict returns them (ints stay ints).
+            return native_labels(self.model.classes_), self.model.predict_proba(rows)
         return None, self.model.predict(rows)
 
     def to_onnx(self) -> Any:

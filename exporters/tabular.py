@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal, Protocol, Unpack
 
 import numpy as np
 
-from conch_manifest.schema import Framework, TensorSpec
+from conch_manifest.schema import ClassLabel, Framework, TensorSpec, encode_labels
 from exporters import parity
 from exporters.arrays import Array
 from exporters.config import TensorConfig
@@ -108,8 +108,9 @@ class TabularSource(ABC):
         return None
 
     @abstractmethod
-    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
-        """Class labels (None for a regressor) and the framework's own predictions."""
+    def predict(self, rows: Array) -> tuple[list[ClassLabel] | None, Array]:
+        """Class labels in the model's own type (None for a regressor) and the framework's
+        own predictions."""
 
     @abstractmethod
     def to_onnx(self) -> Any:
@@ -124,7 +125,8 @@ class TabularSource(ABC):
 
 class TabularExport(Protocol):
     """`export_sklearn`, `export_xgboost`, `export_lightgbm`: `feature_names` overrides the
-    model's own and the CSV header's; the parity rows are `sample`."""
+    model's own and the CSV header's; the parity rows are `sample`, compared within
+    `atol` + `rtol` * |source| (defaults in exporters/parity.py)."""
 
     def __call__(
         self,
@@ -132,7 +134,8 @@ class TabularExport(Protocol):
         *,
         sample: Array | Path,
         feature_names: list[str] | None = None,
-        tolerance: float | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
         **target: Unpack[ExportTarget],
     ) -> ExportResult: ...
 
@@ -145,12 +148,13 @@ def tabular_exporter(load: Callable[[Path], TabularSource]) -> TabularExport:
         *,
         sample: Array | Path,
         feature_names: list[str] | None = None,
-        tolerance: float | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
         **target: Unpack[ExportTarget],
     ) -> ExportResult:
         return run_export(
             lambda name, options: _convert(
-                load(model_path), name, options, sample, feature_names, tolerance
+                load(model_path), name, options, sample, feature_names, atol, rtol
             ),
             **target,
         )
@@ -164,7 +168,8 @@ def _convert(
     options: ServingOptions,
     sample: Array | Path,
     feature_names: list[str] | None,
-    tolerance: float | None,
+    atol: float | None,
+    rtol: float | None,
 ) -> Artifact:
     rows, header = load_sample(sample) if isinstance(sample, Path) else (sample, None)
     rows = check_sample(np.asarray(rows, dtype=np.float32), source.n_features)
@@ -184,20 +189,31 @@ def _convert(
         class_labels=class_labels,
         sample=rows,
         expected=np.asarray(expected),
-        tolerance=tolerance,
+        atol=atol,
+        rtol=rtol,
         options=options,
         framework_versions=source.versions(),
         parity_hint=source.parity_hint,
     )
 
 
-def booster_outputs(kind: BoosterKind, predictions: Array) -> tuple[list[str] | None, Array]:
+def native_labels(classes: Any) -> list[ClassLabel]:
+    """A model's `classes_` as Python values of their own type (numpy int64 -> int, ...);
+    anything that is not a bool, number or string is labelled by its text."""
+    labels: list[ClassLabel] = []
+    for value in np.asarray(classes).tolist():  # numpy scalars -> Python scalars
+        labels.append(value if isinstance(value, bool | int | float | str) else str(value))
+    return labels
+
+
+def booster_outputs(kind: BoosterKind, predictions: Array) -> tuple[list[ClassLabel] | None, Array]:
     """Class labels and expected output from a tree booster's raw predictions: a binary
-    booster predicts P(class 1) only, the exported graph both columns."""
+    booster predicts P(class 1) only, the exported graph both columns. Boosters number
+    their classes 0..n-1, so the labels are those integers."""
     if kind == "binary":
-        return ["0", "1"], np.stack([1.0 - predictions, predictions], axis=1)
+        return [0, 1], np.stack([1.0 - predictions, predictions], axis=1)
     if kind == "multiclass":
-        return [str(i) for i in range(predictions.shape[1])], predictions
+        return list(range(predictions.shape[1])), predictions
     return None, predictions
 
 
@@ -223,34 +239,28 @@ def tabular_artifact(
     framework: Framework,
     onnx_bytes: bytes,
     feature_names: list[str],
-    class_labels: list[str] | None,
+    class_labels: list[ClassLabel] | None,
     sample: Array,
     expected: Array,
-    tolerance: float | None,
+    atol: float | None,
+    rtol: float | None,
     options: ServingOptions,
     framework_versions: dict[str, str],
     parity_hint: str = "",
 ) -> Artifact:
     """An Artifact for a classifier (class_labels given) or a regressor."""
     n_features = len(feature_names)
+    label_text, label_type = encode_labels(class_labels) if class_labels else (None, None)
     if class_labels is not None:
         output = PROBABILITIES
         width = len(class_labels)
         meaning = "probability of each class, columns in class_labels order"
-        compare = parity.numeric(
-            {output: expected},
-            parity.PROBABILITY_TOLERANCE if tolerance is None else tolerance,
-            relative=False,
-        )
+        compare = parity.numeric({output: expected}, atol, rtol)
     else:
         output = REGRESSION_OUTPUT
         width = 1
         meaning = "predicted value"
-        compare = parity.numeric(
-            {output: expected.reshape(-1, 1)},
-            parity.RELATIVE_TOLERANCE if tolerance is None else tolerance,
-            relative=True,
-        )
+        compare = parity.numeric({output: expected.reshape(-1, 1)}, atol, rtol)
     mbs = options.max_batch_size
     config = options.config(
         name,
@@ -281,7 +291,8 @@ def tabular_artifact(
                 datatype="FP32",
                 shape=[-1, width],
                 meaning=meaning,
-                class_labels=class_labels,
+                class_labels=label_text,
+                class_label_type=label_type,
             )
         ],
         parity=ParityCase(inputs={INPUT_NAME: sample}, compare=compare),

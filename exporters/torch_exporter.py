@@ -4,18 +4,23 @@ The model is read from a TorchScript archive (`torch.jit.save`, no code runs)
 or, failing that, from a pickled `nn.Module` (`torch.save(model)`), which runs
 code while loading: export only files you trust. Tensors follow the naming of
 NVIDIA's libtorch backend: `INPUT__0`, `OUTPUT__0`, ... in forward() order.
+
+A classifier names its classes with `labels`, one per column of `OUTPUT__0`
+(scores or probabilities, [batch, n_classes]); the prediction API then answers
+the label of each row's highest column, in the labels' own type.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
 import numpy as np
 
-from conch_manifest.schema import Task, TensorSpec
+from conch_manifest.schema import ClassLabel, Task, TensorSpec, encode_labels
 from exporters import parity
 from exporters.arrays import Array
 from exporters.config import TensorConfig
@@ -86,16 +91,65 @@ def export_torch(
     input_shape: tuple[int, ...] | None = None,
     sample: Array | Path | None = None,
     format: TorchFormat = "onnx",
-    task: Task = "other",
-    tolerance: float | None = None,
+    task: Task | None = None,
+    labels: Sequence[ClassLabel] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
     **target: Unpack[ExportTarget],
 ) -> ExportResult:
-    """Export a module; parity rows are `sample`, or seeded random rows of `input_shape`."""
+    """Export a module; parity rows are `sample`, or seeded random rows of `input_shape`.
+
+    `labels` (one per column of OUTPUT__0) make it a classifier; `task` defaults to
+    "classification" with labels and "other" without.
+    """
+    task = _checked_task(task, labels)
 
     def convert(name: str, options: ServingOptions) -> Artifact:
-        return _convert(model_path, name, options, input_shape, sample, format, task, tolerance)
+        return _convert(
+            model_path, name, options, input_shape, sample, format, task, labels, atol, rtol
+        )
 
     return run_export(convert, **target)
+
+
+def _checked_task(task: Task | None, labels: Sequence[ClassLabel] | None) -> Task:
+    if labels is None:
+        return task or "other"
+    if task not in (None, "classification"):
+        raise ExportError(f"class labels describe a classifier, not a {task} model")
+    if len(labels) == 0 or len(set(labels)) != len(labels):
+        raise ExportError("class labels must be a non-empty list without repeats")
+    return "classification"
+
+
+def _output_specs(
+    expected: dict[str, Array],
+    outputs: tuple[TensorConfig, ...],
+    labels: Sequence[ClassLabel] | None,
+) -> list[TensorSpec]:
+    """The manifest's outputs; the labels name the columns of OUTPUT__0."""
+    specs = [
+        TensorSpec(name=t.name, datatype=t.datatype, shape=[-1, *expected[t.name].shape[1:]])
+        for t in outputs
+    ]
+    if labels is None:
+        return specs
+    first = expected["OUTPUT__0"]
+    if first.ndim != 2 or first.shape[1] != len(labels):
+        columns = "no columns" if first.ndim != 2 else f"{first.shape[1]} columns"
+        raise ExportError(
+            f"{len(labels)} class labels, but OUTPUT__0 has {columns} per sample "
+            f"(shape {list(first.shape[1:])}): give one label per output column"
+        )
+    text, kind = encode_labels(labels)
+    specs[0] = specs[0].model_copy(
+        update={
+            "meaning": "score of each class, columns in class_labels order",
+            "class_labels": text,
+            "class_label_type": kind,
+        }
+    )
+    return specs
 
 
 def _convert(
@@ -106,7 +160,9 @@ def _convert(
     sample: Array | Path | None,
     format: TorchFormat,
     task: Task,
-    tolerance: float | None,
+    labels: Sequence[ClassLabel] | None,
+    atol: float | None,
+    rtol: float | None,
 ) -> Artifact:
     import torch
 
@@ -136,6 +192,7 @@ def _convert(
         TensorConfig(n, _TRITON_DTYPES[str(r.dtype)], config_dims(tuple(a.shape[1:]), mbs))
         for (n, a), r in zip(expected.items(), results, strict=True)
     )
+    output_specs = _output_specs(expected, outputs, labels)
     config = options.config(
         name,
         "pytorch" if format == "torchscript" else "onnxruntime",
@@ -152,18 +209,8 @@ def _convert(
         task=task,
         format=format,
         inputs=[TensorSpec(name="INPUT__0", datatype="FP32", shape=[-1, *rows.shape[1:]])],
-        outputs=[
-            TensorSpec(name=t.name, datatype=t.datatype, shape=[-1, *expected[t.name].shape[1:]])
-            for t in outputs
-        ],
-        parity=ParityCase(
-            inputs={"INPUT__0": rows},
-            compare=parity.numeric(
-                expected,
-                parity.RELATIVE_TOLERANCE if tolerance is None else tolerance,
-                relative=True,
-            ),
-        ),
+        outputs=output_specs,
+        parity=ParityCase(inputs={"INPUT__0": rows}, compare=parity.numeric(expected, atol, rtol)),
         framework_versions={"torch": torch.__version__},
     )
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from conch_manifest.schema import ClassLabel
 from exporters.arrays import Array
 from exporters.errors import ExportError
 from exporters.tabular import (
@@ -64,7 +65,7 @@ class XGBoostSource(TabularSource):
         names = self.booster.feature_names
         return None if names is None else list(names)
 
-    def predict(self, rows: Array) -> tuple[list[str] | None, Array]:
+    def predict(self, rows: Array) -> tuple[list[ClassLabel] | None, Array]:
         import xgboost
 
         return booster_outputs(self.kind, self.booster.predict(xgboost.DMatrix(rows)))

@@ -42,7 +42,8 @@ def demo(
     """Build and serve the demo (what `make run` runs); settings go to .conch/demo.env.
 
     The demo models are built on the first run only; the demo project gets two
-    A/B recommender slots and fresh predict and admin keys on every run."""
+    A/B recommender slots and fresh predict and admin keys on every run, and the
+    previous run's keys are revoked: only those in .conch/demo.env work."""
     cli_settings(host=host)  # a refused SECRET_KEY fails now, not after building the models
     repository = repository.resolve()
     repository.mkdir(parents=True, exist_ok=True)

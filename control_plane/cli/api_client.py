@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
 
+from conch_manifest.locations import default_control_plane_url, state_dir
+
 console = Console()
 err_console = Console(stderr=True)
 
-DEFAULT_URL = f"http://127.0.0.1:{os.environ.get('INFERENCE_PORT', '8081')}"
-
 UrlOption = Annotated[
-    str, typer.Option("--url", envvar="CONCH_URL", help="Control-plane base URL.")
+    str,
+    typer.Option(
+        "--url",
+        envvar="CONCH_URL",
+        default_factory=default_control_plane_url,
+        # The value this process will use: the factory reads the same environment.
+        show_default=default_control_plane_url(),
+        help="Control-plane base URL: $CONCH_URL, else http://127.0.0.1:$INFERENCE_PORT (8081).",
+    ),
 ]
 ApiKeyOption = Annotated[
     str,
@@ -47,7 +54,7 @@ def call(
             timeout=30,
         )
     except httpx.TransportError as exc:
-        err_console.print(f"[red]cannot reach {url}: {exc}[/red]")
+        err_console.print(f"[red]cannot reach {url}: {exc}[/red]", highlight=False)
         raise typer.Exit(1) from exc
     try:
         body = response.json()
@@ -55,7 +62,26 @@ def call(
         body = {"message": response.text}
     if response.is_error:
         message = body.get("message", response.reason_phrase) if isinstance(body, dict) else body
-        err_console.print(f"[red]{response.status_code}: {message}[/red]")
+        err_console.print(f"[red]{response.status_code}: {message}[/red]", highlight=False)
+        hint = missing_scope_hint(body) if response.status_code == 403 else None
+        if hint is not None:
+            err_console.print(hint, markup=False, highlight=False)
         raise typer.Exit(1)
     console.print_json(data=body)
     return body
+
+
+def missing_scope_hint(body: Any) -> str | None:
+    """What to do when the key lacks the route's scope (the 403 body names it in
+    details.required); None for the other refusals (a key restricted to a project)."""
+    details = body.get("details") if isinstance(body, dict) else None
+    required = details.get("required") if isinstance(details, dict) else None
+    if not isinstance(required, str):
+        return None
+    demo_env = state_dir() / "demo.env"
+    return (
+        f"This command needs an API key with the {required!r} scope (admin implies every "
+        "scope): pass it with --api-key or CONCH_API_KEY.\n"
+        f"In the demo, {demo_env} has CONCH_ADMIN_KEY, an admin key (its CONCH_API_KEY is "
+        'a predict key): run it with CONCH_API_KEY="$CONCH_ADMIN_KEY" after sourcing it.'
+    )

@@ -1,20 +1,24 @@
 """`conch` management subcommands: db, keys, projects, models, slots, ab.
 
 Everything but `db upgrade` and `keys create` talks to a running control plane
-over HTTP (`--url`/CONCH_URL, `--api-key`/CONCH_API_KEY). Those two work
-straight against DATABASE_URL, so the first admin key can be made before any
-server runs.
+over HTTP (`--url`, default $CONCH_URL or the local one; `--api-key`/CONCH_API_KEY);
+each command's help names the scope its key needs. Those two work straight
+against DATABASE_URL, so the first admin key can be made before any server runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from control_plane.cli.api_client import ApiKeyOption, UrlOption, call, console
+from conch_manifest.layout import newest_export
+from conch_manifest.locations import default_model_repository
+from conch_manifest.names import InvalidModelNameError, check_model_name
+from control_plane.cli.api_client import ApiKeyOption, UrlOption, call, console, err_console
 from control_plane.cli.config import cli_settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -73,7 +77,7 @@ def keys_list(url: UrlOption, api_key: ApiKeyOption) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Revoke a key; every replica refuses it from the next request on."""
+    """Revoke a key; every replica refuses it from the next request on (admin scope)."""
     call("DELETE", url, api_key, f"/api/v1/keys/{key_id}")
 
 
@@ -84,7 +88,7 @@ def projects_create(
     api_key: ApiKeyOption,
     sticky: Annotated[bool, typer.Option(help="Same user -> same slot.")] = False,
 ) -> None:
-    """Create a project (write scope)."""
+    """Create a project (write scope, a key for no single project)."""
     call("POST", url, api_key, "/api/v1/projects", json={"name": name, "sticky": sticky})
 
 
@@ -95,9 +99,54 @@ def projects_list(url: UrlOption, api_key: ApiKeyOption) -> None:
 
 
 @models_app.command("register")
-def models_register(triton_name: str, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Register model_repository/<triton_name> from its manifest (hashes verified)."""
+def models_register(
+    url: UrlOption,
+    api_key: ApiKeyOption,
+    repository: Annotated[
+        Path,
+        typer.Option(
+            envvar="CONCH_MODEL_REPOSITORY",
+            default_factory=default_model_repository,
+            show_default=str(default_model_repository()),
+            help="Where --name looks for exports (the control plane's model repository).",
+        ),
+    ],
+    triton_name: Annotated[
+        str | None, typer.Argument(help="The repository directory, e.g. iris-logreg-0123456789.")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The export's --name: registers its newest export."),
+    ] = None,
+) -> None:
+    """Register model_repository/<TRITON_NAME>, or the newest export of --name, from its
+    manifest (hashes verified). Needs the write scope and a key for no single project."""
+    if (triton_name is None) == (name is None):
+        err_console.print("give either TRITON_NAME or --name (exactly one)", highlight=False)
+        raise typer.Exit(2)
+    if name is not None:
+        triton_name = _newest_export_or_exit(repository, name)
     call("POST", url, api_key, "/api/v1/models", json={"triton_name": triton_name})
+
+
+def _newest_export_or_exit(repository: Path, name: str) -> str:
+    try:
+        check_model_name(name)
+    except InvalidModelNameError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    found = newest_export(repository, name)
+    if found is None:
+        err_console.print(
+            f"error: no export named {name!r} in {repository}; export it first "
+            f"(`conch export ... --name {name}`) or pass --repository",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    # stderr: stdout stays the API's JSON answer.
+    err_console.print(f"newest export of {name!r}: {found}", markup=False, highlight=False)
+    return found
 
 
 @models_app.command("list")
@@ -109,7 +158,7 @@ def models_list(url: UrlOption, api_key: ApiKeyOption) -> None:
 @models_app.command("info")
 def models_info(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
     """Framework, tensors, size on disk; load state, loaded-at, last use, load error (on the
-    replica at --url)."""
+    replica at --url; read scope)."""
     call("GET", url, api_key, f"/api/v1/models/{model_id}")
 
 
@@ -121,31 +170,35 @@ def models_load(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
 
 @models_app.command("unload")
 def models_unload(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Unload from the replica at --url; refused while an active slot serves it."""
+    """Unload from the replica at --url; refused while an active slot serves it (write scope)."""
     call("POST", url, api_key, f"/api/v1/models/{model_id}/unload")
 
 
 @models_app.command("reload")
 def models_reload(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Reload in place on the replica at --url; the loaded copy serves meanwhile."""
+    """Reload in place on the replica at --url; the loaded copy serves meanwhile (write
+    scope)."""
     call("POST", url, api_key, f"/api/v1/models/{model_id}/reload")
 
 
 @models_app.command("metrics")
 def models_metrics(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Requests, errors, average latency/queue/compute and batch sizes, from Triton."""
+    """Requests, errors, average latency/queue/compute and batch sizes, from Triton (read
+    scope)."""
     call("GET", url, api_key, f"/api/v1/models/{model_id}/metrics")
 
 
 @models_app.command("delete")
 def models_delete(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Unregister a model no slot uses; every replica unloads it."""
+    """Unregister a model no slot uses; every replica unloads it (write scope, a key for no
+    single project)."""
     call("DELETE", url, api_key, f"/api/v1/models/{model_id}")
 
 
 @models_app.command("engine")
 def models_engine(url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Triton version, loaded models (pinned or not), queue and compute time, counters."""
+    """Triton version, loaded models (pinned or not), queue and compute time, counters (read
+    scope, a key for no single project)."""
     call("GET", url, api_key, "/api/v1/engine")
 
 
@@ -199,7 +252,8 @@ def ab_results(
     api_key: ApiKeyOption,
     min_impressions: Annotated[int, typer.Option(min=1)] = 100,
 ) -> None:
-    """Per-slot impressions, CTR, conversion rate, lift and z-test against the control."""
+    """Per-slot impressions, CTR, conversion rate, lift and z-test against the control (read
+    scope)."""
     params = {"min_impressions": min_impressions}
     call("GET", url, api_key, f"/api/v1/projects/{project_id}/ab_results", params=params)
 
@@ -211,7 +265,7 @@ def ab_promote(
     api_key: ApiKeyOption,
     slot_id: Annotated[int | None, typer.Option(help="Default: the significant winner.")] = None,
 ) -> None:
-    """Give one slot all traffic and deactivate the others."""
+    """Give one slot all traffic and deactivate the others (write scope)."""
     call("POST", url, api_key, f"/api/v1/projects/{project_id}/promote", json={"slot_id": slot_id})
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.core.request_id import current_request_id
@@ -274,6 +275,15 @@ async def _out_of_range(request: Request, exc: Exception) -> OrjsonResponse:
     )
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> OrjsonResponse:
+    # The database refused, dropped or timed out the connection (or SQLite is locked):
+    # the server's trouble, and a passing one; the client retries after a pause.
+    logger.warning("database unavailable: %s", exc)
+    return conch_error_response(
+        ServiceUnavailableError("the database is unavailable; retry shortly")
+    )
+
+
 def unexpected_error_response(exc: Exception) -> OrjsonResponse:
     # Logged with its traceback here; the client sees only the request id to quote.
     logger.error("unhandled error", exc_info=exc)
@@ -291,6 +301,9 @@ _CONVERTERS: dict[type[Exception], ErrorConverter] = {
     IntegrityError: _integrity_error,
     DataError: _out_of_range,
     OverflowError: _out_of_range,
+    OperationalError: _database_unavailable,
+    InterfaceError: _database_unavailable,
+    PoolTimeoutError: _database_unavailable,
 }
 
 

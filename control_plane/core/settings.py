@@ -19,11 +19,12 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conch_manifest.locations import default_model_repository, state_dir
-from control_plane.core import secret_rules
-
-# Public (it is in this repository): accepted only with CONCH_ENVIRONMENT=development on
-# a loopback CONCH_HOST; everywhere else Settings refuses to be built with it.
-DEVELOPMENT_SECRET_KEY = "conch-development-secret-do-not-use-in-production"
+from control_plane.core.setting_values import DEVELOPMENT_SECRET_KEY as DEVELOPMENT_SECRET_KEY
+from control_plane.core.setting_values import (
+    async_database_url,
+    parse_rate,
+    secret_key_refusal,
+)
 
 
 class Settings(BaseSettings):
@@ -97,8 +98,24 @@ class Settings(BaseSettings):
     fast_lane: bool = Field(
         True, description="serve the prediction endpoints through the lean ASGI handler"
     )
+    triton_liveness_timeout_s: float = Field(
+        2.0, gt=0, description="Triton not answering a liveness check in this counts as down"
+    )
+    # Triton's unload returns before the model is gone: its index is polled until it is.
+    triton_unload_wait_s: float = Field(
+        30.0, gt=0, description="a model Triton still holds this long after its unload is a 504"
+    )
+    triton_unload_poll_s: float = Field(
+        0.05, gt=0, description="how often Triton's index is read while an unload completes"
+    )
+    triton_probe_concurrency: int = Field(
+        16,
+        ge=1,
+        description="per-model readiness probes in flight when Triton refuses its "
+        "repository index (one bad entry makes it refuse the whole index)",
+    )
 
-    # --- caches: how long a replica trusts what it read from SQL ---
+    # --- caches: what a replica keeps of what it read from SQL and disk ---
     key_cache_ttl_s: float = Field(
         30.0,
         ge=0,
@@ -114,6 +131,21 @@ class Settings(BaseSettings):
         gt=0,
         description="how long a replica trusts cached routing tables and model runtimes "
         "when an event that should have dropped them was lost",
+    )
+    runtime_cache_max_entries: int = Field(
+        256, ge=1, description="model runtimes (input shapes, labels) one process caches"
+    )
+    # Manifests of a registered name never change: entries leave on `model_deleted`.
+    manifest_cache_max_entries: int = Field(
+        1024, ge=1, description="parsed model manifests one process keeps (oldest dropped)"
+    )
+
+    # --- health and readiness: how long a probe may take before it says "down" ---
+    health_probe_timeout_s: float = Field(
+        1.0, gt=0, description="`/inference/health` reports SQL or Redis down past this"
+    )
+    readiness_triton_timeout_s: float = Field(
+        2.0, gt=0, description="`/inference/ready` is 503 when Triton's index takes longer"
     )
 
     # --- limits: request size and rate ---
@@ -221,6 +253,27 @@ class Settings(BaseSettings):
     model_load_wait_s: float = Field(
         10.0, gt=0, description="how long a predict waits for a cold model before 503"
     )
+    # Each load attempt costs Triton a backend process and seconds of CPU.
+    load_retry_min_s: float = Field(
+        5.0, gt=0, description="first wait before a model that failed to load is retried"
+    )
+    load_retry_max_s: float = Field(
+        60.0, gt=0, description="the retry wait doubles after each failed load up to this"
+    )
+    # A half-loaded model must not linger.
+    failed_load_unload_wait_s: float = Field(
+        5.0, gt=0, description="a model that failed to load or warm is unloaded, waiting this"
+    )
+    triton_watch_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often Triton's liveness is checked: a restart is "
+        "reconciled within about this",
+    )
+    # Each stays unloaded by reconciliation: memory must stay flat however many are deleted.
+    deleted_models_remembered: int = Field(
+        4096, ge=1, description="deleted model names refused by each replica (oldest forgotten)"
+    )
 
     @field_validator("rate_limit", "rate_limit_fallback")
     @classmethod
@@ -241,26 +294,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_weak_secret(self) -> Settings:
-        if self.environment == "development" and (
-            self.host is None or secret_rules.is_loopback(self.host)
-        ):
-            return self  # nobody else can reach this server: any key will do
-        where = f"CONCH_ENVIRONMENT={self.environment}, CONCH_HOST={self.host}"
-        secret = self.secret_key.get_secret_value()
-        if secret == DEVELOPMENT_SECRET_KEY:
-            raise ValueError(
-                f"SECRET_KEY is unset ({where}): the built-in development key is accepted "
-                "only with CONCH_ENVIRONMENT=development on a loopback CONCH_HOST; set "
-                f"SECRET_KEY to a random value ({secret_rules.RULE}), e.g. the output of "
-                f"{secret_rules.GENERATE_HINT}"
-            )
-        weakness = secret_rules.weakness(secret)
-        if weakness is not None:
-            raise ValueError(
-                f"SECRET_KEY is too weak ({where}): {weakness}; outside development on "
-                f"loopback it needs {secret_rules.RULE}, e.g. the output of "
-                f"{secret_rules.GENERATE_HINT}"
-            )
+        refusal = secret_key_refusal(
+            self.environment, self.host, self.secret_key.get_secret_value()
+        )
+        if refusal is not None:
+            raise ValueError(refusal)
         return self
 
     @model_validator(mode="after")
@@ -271,11 +309,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _backoff_grows(self) -> Settings:
-        if self.events_reconnect_max_s < self.events_reconnect_min_s:
-            raise ValueError(
-                f"CONCH_EVENTS_RECONNECT_MAX_S ({self.events_reconnect_max_s}) is below "
-                f"CONCH_EVENTS_RECONNECT_MIN_S ({self.events_reconnect_min_s})"
-            )
+        for low, high in (
+            ("events_reconnect_min_s", "events_reconnect_max_s"),
+            ("load_retry_min_s", "load_retry_max_s"),
+        ):
+            if getattr(self, high) < getattr(self, low):
+                raise ValueError(
+                    f"{_variable(high)} ({getattr(self, high)}) is below "
+                    f"{_variable(low)} ({getattr(self, low)})"
+                )
         return self
 
     @property
@@ -301,33 +343,6 @@ def default(field: str) -> Any:
     """A setting's default, for components built without Settings (tools, tests):
     the value lives once, in the field."""
     return Settings.model_fields[field].get_default(call_default_factory=True)
-
-
-_UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-
-
-@lru_cache(maxsize=1024)  # called on every rate-limited request with a handful of values
-def parse_rate(rate: str) -> tuple[int, float]:
-    """'100/minute' -> (100, 60.0). Also accepts '10/second', '5/2minute' is not supported."""
-    try:
-        count_text, unit = rate.strip().split("/", 1)
-        count = int(count_text)
-        unit = unit.strip().lower().rstrip("s")
-        period = _UNITS[unit]
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"rate {rate!r} is not of the form N/second|minute|hour|day") from exc
-    if count < 1:
-        raise ValueError(f"rate {rate!r} must allow at least one request")
-    return count, period
-
-
-def async_database_url(url: str) -> str:
-    """Accept plain URLs (postgresql://, sqlite:///) and pick the async driver."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    if url.startswith("sqlite:///"):
-        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
-    return url
 
 
 @lru_cache

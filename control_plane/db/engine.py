@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from control_plane.core.settings import async_database_url, default
+from control_plane.core.setting_values import async_database_url
+from control_plane.core.settings import default
 
 
 def create_engine(

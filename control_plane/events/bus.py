@@ -21,6 +21,10 @@ from control_plane.events.schemas import BaseEvent, Event, EventAdapter
 
 logger = logging.getLogger(__name__)
 
+# How long one wait for a Pub/Sub message lasts: the longest a stop can wait for the
+# listener when redis-py loses its cancellation.
+_LISTEN_POLL_S = 1.0
+
 Handler = Callable[[Any], Awaitable[None]]
 
 # Events queued on a session are published by the session dependency after commit.
@@ -60,6 +64,7 @@ class EventBus:
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._on_subscribe: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._seen: OrderedDict[uuid.UUID, None] = OrderedDict()
         self.subscribed = asyncio.Event()
 
@@ -112,6 +117,10 @@ class EventBus:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        # redis-py can swallow a cancellation that lands in a pending Pub/Sub read (seen
+        # at shutdown: the task stays "cancelling" forever); the listener polls, so with
+        # `_stopping` set it ends by itself within a poll even then.
+        self._stopping = True
         await cancel_and_wait(task)
 
     async def _listen(self) -> None:
@@ -127,8 +136,11 @@ class EventBus:
                     metrics.increment("events.subscriptions")
                     logger.info("event listener subscribed to %s", self.channel)
                     backoff = self._reconnect_min
-                    async for message in pubsub.listen():
-                        await self._handle(message)
+                    while not self._stopping:
+                        message = await pubsub.get_message(timeout=_LISTEN_POLL_S)
+                        if message is not None:
+                            await self._handle(message)
+                    return
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -137,6 +149,8 @@ class EventBus:
                 logger.warning("event listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._reconnect_max)
+                if self._stopping:
+                    return
 
     async def _handle(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

@@ -8,8 +8,8 @@ payload as plain dicts, rendered by orjson.
 
 Tabular models and networks (seed 002's predict) take feature vectors: rows go to
 Triton as one binary FP32 tensor (split by the model's max_batch_size); a
-classifier answers class labels plus probabilities, a regressor its values, any
-other model its raw output tensors.
+classifier answers class labels (in the model's own type: 1, not "1") plus
+probabilities, a regressor its values, any other model its raw output tensors.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from control_plane.routing.selection import choose_slot
 from control_plane.triton.client import TritonGateway
 
 Payload = dict[str, Any]
+PROBABILITIES = "probabilities"  # the tabular exporters' classifier output
 
 
 async def predict_for_user(
@@ -83,18 +84,37 @@ async def predict_for_rows(
         runtime.triton_name, runtime.input_name, rows, runtime.output_names, runtime.max_batch_size
     )
     payload: Payload = {"model_id": model_id, "request_id": current_request_id()}
-    if runtime.task == "classification" and "probabilities" in outputs:
-        probabilities = outputs["probabilities"]
-        winners = probabilities.argmax(axis=1).tolist()
+    scores_name = _class_scores_output(runtime, outputs)
+    if scores_name is not None:
+        scores = outputs[scores_name]
+        winners = scores.argmax(axis=1).tolist()
         labels = runtime.class_labels
         payload["predictions"] = [labels[i] for i in winners] if labels else winners
-        payload["probabilities"] = probabilities.tolist()
+        if scores_name == PROBABILITIES:
+            payload["probabilities"] = scores.tolist()
+        else:  # a network's scores need not be probabilities: answered under their own name
+            payload["outputs"] = {name: array.tolist() for name, array in outputs.items()}
     elif runtime.task == "regression" and len(outputs) == 1:
         payload["predictions"] = next(iter(outputs.values())).reshape(len(rows)).tolist()
     else:
         payload["predictions"] = []
         payload["outputs"] = {name: array.tolist() for name, array in outputs.items()}
     return payload
+
+
+def _class_scores_output(
+    runtime: TabularRuntime, outputs: dict[str, npt.NDArray[Any]]
+) -> str | None:
+    """The output whose columns are the classes: `probabilities` (tabular exporters), else
+    a network's first output (exporters/torch_exporter.py labels OUTPUT__0)."""
+    if runtime.task != "classification" or not runtime.output_names:
+        return None
+    name = PROBABILITIES if PROBABILITIES in outputs else runtime.output_names[0]
+    scores = outputs.get(name)
+    labels = runtime.class_labels
+    if scores is None or scores.ndim != 2 or (labels and scores.shape[1] != len(labels)):
+        return None  # not a class-per-column matrix: answered as raw outputs
+    return name
 
 
 def _validated_rows(data: list[list[float]], runtime: TabularRuntime) -> npt.NDArray[np.float32]:

@@ -39,7 +39,7 @@ router = APIRouter(prefix="/inference", tags=["inference"], route_class=GuardedR
 include_endpoints(router)
 
 
-async def _check(probe: Awaitable[object], timeout_s: float = 1.0) -> str:
+async def _check(probe: Awaitable[object], timeout_s: float) -> str:
     try:
         await asyncio.wait_for(probe, timeout_s)
     except (TimeoutError, OSError, SQLAlchemyError, RedisError):
@@ -58,17 +58,19 @@ async def health(app: ComponentsDep) -> OrjsonResponse:
     triton = app.get(TritonGateway)
     events = app.get(EventBus)
     redis = app.find(Redis)
+    settings = app.get(Settings)
+    probe_s = settings.health_probe_timeout_s
     triton_live = await triton.is_live()
     components = {
         "triton": "ok" if triton_live else "down",
-        "sql": await _check(_sql_ping(app.get(AsyncEngine))),
-        "redis": "not_configured" if redis is None else await _check(redis.ping()),
+        "sql": await _check(_sql_ping(app.get(AsyncEngine)), probe_s),
+        "redis": "not_configured" if redis is None else await _check(redis.ping(), probe_s),
         "listener": "not_configured"
         if events.redis is None
         else ("ok" if events.subscribed.is_set() else "down"),
         # `fallback`: limits are per process right now, not shared by the replicas.
         "rate_limiter": await app.get(RateLimiter).health()
-        if app.get(Settings).rate_limit_enabled
+        if settings.rate_limit_enabled
         else "disabled",
     }
     # Entries Triton cannot use are skipped, the rest serves: degraded, not down.
@@ -100,8 +102,11 @@ async def ready(components: ComponentsDep) -> OrjsonResponse:
     reconciled once and every pinned model is loaded and warmed here. Loaded means
     in Triton's own index too, not only in memory: a restarted Triton is empty."""
     lifecycle = components.get(ModelLifecycle)
+    wait_s = components.get(Settings).readiness_triton_timeout_s
     try:
-        in_triton = set(await asyncio.wait_for(components.get(TritonGateway).ready_models(), 2.0))
+        in_triton = set(
+            await asyncio.wait_for(components.get(TritonGateway).ready_models(), wait_s)
+        )
         triton_up = True
     except (TritonError, TimeoutError):
         in_triton, triton_up = set(), False

@@ -23,9 +23,16 @@ from typing import TypeVar
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from conch_manifest.schema import RECOMMENDER_INPUT, RECOMMENDER_ITEMS, RECOMMENDER_SCORES, Manifest
+from conch_manifest.schema import (
+    RECOMMENDER_INPUT,
+    RECOMMENDER_ITEMS,
+    RECOMMENDER_SCORES,
+    ClassLabel,
+    Manifest,
+)
 from control_plane.core.errors import BadRequestError, ModelLoadError, ModelNotFoundError
 from control_plane.core.request_id import current_request_id
+from control_plane.core.settings import default
 from control_plane.db.models import Model
 from control_plane.events.schemas import ModelDeleted
 from control_plane.manifests.store import ManifestStore
@@ -56,7 +63,7 @@ class TabularRuntime:
     input_name: str
     n_features: int
     output_names: list[str]
-    class_labels: list[str] | None
+    class_labels: list[ClassLabel] | None  # in the model's own type
     max_batch_size: int
 
 
@@ -87,7 +94,7 @@ def _tabular(model: Model, manifest: Manifest) -> TabularRuntime:
             task=manifest.task,
         )
     spec = manifest.inputs[0]
-    labels = next((o.class_labels for o in manifest.outputs if o.class_labels), None)
+    labels = next((o.typed_class_labels() for o in manifest.outputs if o.class_labels), None)
     return TabularRuntime(
         model_id=model.id,
         triton_name=model.triton_name,
@@ -103,15 +110,13 @@ def _tabular(model: Model, manifest: Manifest) -> TabularRuntime:
 R = TypeVar("R", RecommenderRuntime, TabularRuntime)
 Runtime = RecommenderRuntime | TabularRuntime
 
-DEFAULT_TTL_S = 5.0
-
 
 class RuntimeCache:
     def __init__(
         self,
         manifests: ManifestStore,
-        max_entries: int = 256,
-        ttl_s: float = DEFAULT_TTL_S,
+        max_entries: int = default("runtime_cache_max_entries"),
+        ttl_s: float = default("cache_ttl_s"),
         events_current: Callable[[], bool] = lambda: True,
     ) -> None:
         self.manifests = manifests

@@ -6,8 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from conch_manifest.schema import ClassLabel
 from control_plane.core.types import RequestBody
 
+# Constants, not settings: they are the request contract of seed 000, published in
+# the OpenAPI schema, and must be the same on every replica.
 MAX_CUTOFF = 1000
 MAX_BATCH_USERS = 100
 MAX_ROWS = 1000
@@ -48,7 +51,9 @@ class TabularPredictRequest(RequestBody):
 
 
 class TabularPredictResponse(BaseModel):
-    predictions: list[Any]  # class labels (classifiers) or values (regressors)
+    # Class labels in the model's own type (classifiers; 1, not "1", for integer
+    # classes) or values (regressors).
+    predictions: list[ClassLabel]
     probabilities: list[list[float]] | None = None
     outputs: dict[str, list[Any]] | None = None  # other models: every output tensor
     model_id: int

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from control_plane.core.settings import parse_rate
+from control_plane.core.setting_values import parse_rate
 from control_plane.core.types import RequestBody, ResourceId
 
 Scope = Literal["predict", "read", "write", "admin"]

@@ -30,6 +30,7 @@ from control_plane.core.errors import (
     TritonTimeoutError,
     TritonUnavailableError,
 )
+from control_plane.core.settings import default
 from control_plane.lifecycle.queue import LoadQueue
 from control_plane.lifecycle.registered import RegistrationGuard, record_load_error
 from control_plane.lifecycle.status import LoadState, ModelStatus
@@ -38,10 +39,6 @@ from control_plane.manifests.store import ManifestStore
 from control_plane.triton.client import TritonGateway
 
 logger = logging.getLogger(__name__)
-
-# A model that failed to load or warm is unloaded at once (a half-loaded model must
-# not linger), waiting this long for Triton to let it go.
-FAILED_LOAD_UNLOAD_WAIT_S = 5.0
 
 
 class ModelLoadingError(ServiceUnavailableError):
@@ -59,6 +56,10 @@ class ModelLifecycle:
         request_wait_s: float,
         load_timeout_s: float,
         manifests: ManifestStore,
+        retry_min_s: float = default("load_retry_min_s"),
+        retry_max_s: float = default("load_retry_max_s"),
+        failed_unload_wait_s: float = default("failed_load_unload_wait_s"),
+        deleted_remembered: int = default("deleted_models_remembered"),
     ) -> None:
         self.triton = triton
         self.manifests = manifests
@@ -67,6 +68,11 @@ class ModelLifecycle:
         self.max_loaded = max_loaded
         self.request_wait_s = request_wait_s
         self.load_timeout_s = load_timeout_s
+        # A failed load is retried automatically after retry_min_s, doubling to retry_max_s.
+        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        # A model that failed to load or warm is unloaded at once (a half-loaded model
+        # must not linger), waiting this long for Triton to let it go.
+        self.failed_unload_wait_s = failed_unload_wait_s
         self.statuses: dict[str, ModelStatus] = {}
         self.pinned: frozenset[str] = frozenset()
         self._loads: dict[str, asyncio.Task[None]] = {}
@@ -75,7 +81,7 @@ class ModelLifecycle:
         self._evict_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         # SQL decides what may be loaded; names heard to be deleted are refused at once.
-        self.registration = RegistrationGuard(sessionmaker)
+        self.registration = RegistrationGuard(sessionmaker, deleted_remembered)
         # Bad entries of the model repository (name -> reason), from the last scan:
         # never handed to Triton, whose reason for them says nothing useful.
         self.bad_entries: dict[str, str] = {}
@@ -268,14 +274,14 @@ class ModelLifecycle:
         await warm(self.triton, self.manifests, name)
 
     async def _fail(self, status: ModelStatus, reason: str) -> None:
-        status.mark_failed(reason)
+        status.mark_failed(reason, retry_min_s=self.retry_min_s, retry_max_s=self.retry_max_s)
         metrics.increment("lifecycle.load_failures")
         logger.warning(
             "model %s failed to load (attempt %d, retry in %.0fs): %s",
             status.triton_name, status.failures, status.retry_after_s, reason,
         )  # fmt: skip
         with contextlib.suppress(TritonError):  # a half-loaded model must not linger
-            await self.triton.unload(status.triton_name, wait_s=FAILED_LOAD_UNLOAD_WAIT_S)
+            await self.triton.unload(status.triton_name, wait_s=self.failed_unload_wait_s)
         await self._record_error(status.triton_name, reason)
 
     async def _record_error(self, name: str, reason: str | None) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core import metrics
 from control_plane.core.errors import ConchError, TritonError
+from control_plane.core.settings import default
 from control_plane.core.tasks import cancel_and_wait
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import EventBus
@@ -37,9 +38,6 @@ logger = logging.getLogger(__name__)
 
 # Triton's states of a model that holds (or is about to hold) a backend.
 _IN_TRITON = ("READY", "LOADING", "UNLOADING")
-
-# How often Triton's liveness is checked: a restart is noticed within about this.
-TRITON_WATCH_S = 1.0
 
 
 async def pinned_models(session: AsyncSession) -> set[str]:
@@ -85,10 +83,13 @@ class Reconciler:
         lifecycle: ModelLifecycle,
         sessionmaker: async_sessionmaker[AsyncSession],
         interval_s: float,
+        watch_triton_s: float = default("triton_watch_interval_s"),
     ) -> None:
         self.lifecycle = lifecycle
         self.sessionmaker = sessionmaker
         self.interval_s = interval_s
+        # How often Triton's liveness is checked: a restart is noticed within about this.
+        self.watch_triton_s = watch_triton_s
         self.passes = 0
         self.last_pass_at: float | None = None
         self.last_error: str | None = None
@@ -145,7 +146,7 @@ class Reconciler:
         lifecycle believes is loaded from Triton's own index (adopt)."""
         live = True
         while True:
-            await asyncio.sleep(TRITON_WATCH_S)
+            await asyncio.sleep(self.watch_triton_s)
             was_live, live = live, await self.lifecycle.triton.is_live()
             if live and not was_live:
                 metrics.increment("lifecycle.triton_returns")

@@ -18,18 +18,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import ModelNotFoundError, ServiceUnavailableError
+from control_plane.core.settings import default
 from control_plane.db.models import Model
 
 logger = logging.getLogger(__name__)
 
-# Deleted names remembered (oldest forgotten first): reconciliation keeps each one
-# unloaded, so memory must stay flat however many models are ever deleted.
-MAX_REMEMBERED = 4096
-
 
 class RegistrationGuard:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        max_remembered: int = default("deleted_models_remembered"),
+    ) -> None:
         self.sessionmaker = sessionmaker
+        # Deleted names remembered (oldest forgotten first): reconciliation keeps each
+        # one unloaded, so memory must stay flat however many models are ever deleted.
+        self._max_remembered = max_remembered
         self._deleted: OrderedDict[str, None] = OrderedDict()
 
     def is_deleted(self, name: str) -> bool:
@@ -41,7 +45,7 @@ class RegistrationGuard:
     def mark_deleted(self, name: str) -> None:
         self._deleted[name] = None
         self._deleted.move_to_end(name)
-        while len(self._deleted) > MAX_REMEMBERED:
+        while len(self._deleted) > self._max_remembered:
             self._deleted.popitem(last=False)
 
     def registered(self, names: Iterable[str]) -> None:

@@ -7,11 +7,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-# A failed load is retried after 5, 10, 20 ... seconds, at most this long apart: each
-# attempt costs Triton a backend process and seconds of CPU.
-FIRST_RETRY_BACKOFF_S = 5.0
-MAX_RETRY_BACKOFF_S = 60.0
-
 
 class LoadState(enum.StrEnum):
     unloaded = "unloaded"
@@ -51,11 +46,13 @@ class ModelStatus:
         self.retry_at = 0.0
         self.evicted = False
 
-    def mark_failed(self, reason: str) -> None:
+    def mark_failed(self, reason: str, *, retry_min_s: float, retry_max_s: float) -> None:
+        """No automatic load for `retry_min_s`, doubling per failure up to `retry_max_s`:
+        each attempt costs Triton a backend process and seconds of CPU."""
         self.state = LoadState.failed
         self.load_error = reason
         self.failures += 1
-        backoff = min(FIRST_RETRY_BACKOFF_S * 2.0 ** (self.failures - 1), MAX_RETRY_BACKOFF_S)
+        backoff = min(retry_min_s * 2.0 ** (self.failures - 1), retry_max_s)
         self.retry_at = time.monotonic() + backoff
 
     def mark_unloaded(self) -> None:

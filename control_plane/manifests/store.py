@@ -23,8 +23,7 @@ import pydantic
 
 from conch_manifest.layout import manifest_path
 from conch_manifest.schema import Manifest
-
-DEFAULT_MAX_ENTRIES = 1024
+from control_plane.core.settings import default
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,9 @@ def _directory_size(root: Path, manifest: Manifest, manifest_bytes: int) -> int 
 
 
 class ManifestStore:
-    def __init__(self, repository: Path, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(
+        self, repository: Path, max_entries: int = default("manifest_cache_max_entries")
+    ) -> None:
         self.repository = repository
         self._max = max_entries
         self._entries: OrderedDict[str, StoredManifest] = OrderedDict()

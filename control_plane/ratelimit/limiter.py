@@ -32,7 +32,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from control_plane.core import metrics
 from control_plane.core.errors import retry_after
-from control_plane.core.settings import default, parse_rate
+from control_plane.core.setting_values import parse_rate
+from control_plane.core.settings import default
 from control_plane.ratelimit.lru import LRUDict
 from control_plane.ratelimit.resp import PipelinedRedis
 from control_plane.ratelimit.window import (

@@ -29,17 +29,10 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from control_plane.core.errors import TritonTimeoutError, TritonUnavailableError
+from control_plane.core.settings import default
 from control_plane.triton.coalesce import RowCoalescer
 from control_plane.triton.errors import is_not_loaded, load_error, short_reason, triton_error
 from control_plane.triton.http_infer import TritonHttpInference, datatype
-
-# Readiness probes in flight at once when the repository index cannot be read.
-_PROBE_CONCURRENCY = 16
-
-# Triton's unload returns before the model is gone: poll the index this often, and
-# call it a failed unload (504) when the model is still there after this long.
-_UNLOAD_POLL_S = 0.05
-UNLOAD_WAIT_S = 30.0
 
 
 class TritonGateway:
@@ -51,12 +44,23 @@ class TritonGateway:
         load_timeout_s: float,
         coalesce_in_flight: int = 0,
         http_url: str | None = None,
+        liveness_timeout_s: float = default("triton_liveness_timeout_s"),
+        unload_wait_s: float = default("triton_unload_wait_s"),
+        unload_poll_s: float = default("triton_unload_poll_s"),
+        probe_concurrency: int = default("triton_probe_concurrency"),
     ) -> None:
         """`url` is Triton's gRPC address; with `http_url` inference uses HTTP instead."""
         self.client = InferenceServerClient(url=url)
         self._http = TritonHttpInference(http_url, timeout_s=timeout_s) if http_url else None
         self.timeout_s = timeout_s
         self.load_timeout_s = load_timeout_s
+        self.liveness_timeout_s = liveness_timeout_s
+        # Triton's unload returns before the model is gone: the index is polled every
+        # `unload_poll_s`, and a model still there after `unload_wait_s` is a 504.
+        self.unload_wait_s = unload_wait_s
+        self._unload_poll_s = unload_poll_s
+        # Readiness probes in flight at once when the repository index cannot be read.
+        self._probe_concurrency = probe_concurrency
         # Set by the model lifecycle: called before every inference with the model name.
         self.loader: Callable[[str], Awaitable[None]] | None = None
         # Set by the lifecycle: Triton said the model is gone, so it must not count as ready.
@@ -77,7 +81,7 @@ class TritonGateway:
 
     async def is_live(self) -> bool:
         try:
-            return bool(await self.client.is_server_live(client_timeout=2.0))
+            return bool(await self.client.is_server_live(client_timeout=self.liveness_timeout_s))
         except InferenceServerException:
             return False
 
@@ -110,7 +114,7 @@ class TritonGateway:
         }
 
     async def _readiness(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
-        probes = asyncio.Semaphore(_PROBE_CONCURRENCY)
+        probes = asyncio.Semaphore(self._probe_concurrency)
 
         async def probe(name: str) -> tuple[str, dict[str, str]]:
             async with probes:
@@ -133,8 +137,10 @@ class TritonGateway:
             raise load_error(exc, name) from exc
         self._loaded_here.add(name)
 
-    async def unload(self, name: str, wait_s: float = UNLOAD_WAIT_S) -> None:
-        """Unload and wait until the repository index no longer shows the model in use."""
+    async def unload(self, name: str, wait_s: float | None = None) -> None:
+        """Unload and wait (`wait_s`, else `unload_wait_s`) until the repository index
+        no longer shows the model in use."""
+        wait_s = self.unload_wait_s if wait_s is None else wait_s
         try:
             await self.client.unload_model(name, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
@@ -144,7 +150,7 @@ class TritonGateway:
             state = (await self.repository_index([name])).get(name, {}).get("state")
             if state not in ("READY", "UNLOADING", "LOADING"):
                 return
-            await asyncio.sleep(_UNLOAD_POLL_S)
+            await asyncio.sleep(self._unload_poll_s)
         raise TritonTimeoutError(f"model {name!r} still unloading after {wait_s:.0f}s")
 
     async def statistics(self, name: str) -> dict[str, Any]:

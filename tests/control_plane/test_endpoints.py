@@ -82,7 +82,7 @@ def _comparable(response: httpx.Response) -> dict[str, Any]:
 
 
 DATABASE_ERRORS = [
-    (OperationalError("SELECT models", {}, Exception("database is locked")), 500),
+    (OperationalError("SELECT models", {}, Exception("database is locked")), 503),
     (DataError("SELECT models", {}, Exception("integer out of range")), 422),
     (IntegrityError("INSERT", {}, Exception("duplicate key")), 409),
 ]
@@ -125,3 +125,5 @@ async def test_a_database_error_is_answered_alike_by_both_doors(
             fastapi = await other.post(path, json=body, headers=headers)
             assert lane.status_code == status, (path, lane.text)
             assert _comparable(lane) == _comparable(fastapi), path
+            if status == 503:  # a passing outage: the client is told when to retry
+                assert lane.headers["retry-after"] == fastapi.headers["retry-after"] == "5"

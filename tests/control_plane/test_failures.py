@@ -1,4 +1,5 @@
-"""Failure paths: a model Triton cannot load (500), Triton unreachable (503), docs served."""
+"""Failure paths: a model Triton cannot load (500), Triton or SQL unreachable (503),
+docs served."""
 
 from __future__ import annotations
 
@@ -90,6 +91,33 @@ async def test_unreachable_triton_is_503(
             assert response.json()["error"] == "TritonUnavailableError"
             health = await client.get("/inference/health")
             assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+
+
+async def test_unreachable_database_is_503_with_retry_after(
+    app: FastAPI, settings: Settings
+) -> None:
+    token = await make_key(app, ["read", "predict"])  # well formed: looked up in SQL
+    # A real PostgreSQL URL on a port where nothing listens: the driver's own refusal.
+    down = create_app(
+        settings.model_copy(
+            update={"database_url": f"postgresql://conch@127.0.0.1:{free_port()}/conch"}
+        ),
+        migrate=False,
+    )
+    async with down.router.lifespan_context(down):
+        transport = httpx.ASGITransport(app=down)
+        async with httpx.AsyncClient(transport=transport, base_url="http://down") as client:
+            keys = await client.get("/api/v1/keys", headers={"X-API-Key": token})
+            # The prediction fast lane answers through the same converter.
+            predict = await client.post(
+                "/inference/predict/1", json={"user_id": "u1"}, headers={"X-API-Key": token}
+            )
+    for response in (keys, predict):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "ServiceUnavailableError"
+        assert response.json()["message"] == "the database is unavailable; retry shortly"
+        assert response.headers["retry-after"] == "5"
+        assert "127.0.0.1" not in response.text
 
 
 async def test_interactive_docs_are_served(client: httpx.AsyncClient) -> None:

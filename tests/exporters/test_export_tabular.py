@@ -51,6 +51,7 @@ def test_sklearn_pipeline_classifier(
     assert manifest.parity.max_abs_diff < 1e-5
     assert manifest.inputs[0].feature_names == header.split(",")
     assert manifest.outputs[0].class_labels == ["0", "1", "2"]
+    assert manifest.outputs[0].typed_class_labels() == [0, 1, 2]  # classes_ are int64
     assert manifest.framework_versions["scikit-learn"]
     assert verify_files(model_repository, manifest) == []
     assert set(manifest.files) == {"1/model.onnx", "config.pbtxt"}

@@ -120,3 +120,50 @@ def test_torchscript_on_kind_gpu(scripted: Path, tmp_path: Path) -> None:
     assert result.manifest.parity.passed, result.manifest.parity.detail
     config = (result.path / "config.pbtxt").read_text()
     assert "KIND_GPU" in config
+
+
+def test_labels_make_a_classifier_of_the_first_output(
+    scripted: Path, model_repository: Path, export_session: ExportSession
+) -> None:
+    result = export_torch(
+        scripted, name="two-heads-labelled", repository=model_repository, input_shape=(16,),
+        labels=[10, 20, 30], session=export_session,
+    )  # fmt: skip
+    manifest = result.manifest
+    assert manifest.task == "classification" and manifest.parity.passed
+    first, second = manifest.outputs
+    assert (first.class_labels, first.class_label_type) == (["10", "20", "30"], "int")
+    assert first.typed_class_labels() == [10, 20, 30] and second.class_labels is None
+
+
+def test_a_label_count_other_than_the_output_width_is_refused(
+    scripted: Path, model_repository: Path
+) -> None:
+    with pytest.raises(ExportError, match=r"2 class labels, but OUTPUT__0 has 3 columns"):
+        export_torch(
+            scripted, name="two-heads-wrong", repository=model_repository, input_shape=(16,),
+            labels=["cat", "dog"],
+        )  # fmt: skip
+    with pytest.raises(ExportError, match="not a regression model"):
+        export_torch(
+            scripted, name="two-heads-wrong", repository=model_repository, input_shape=(16,),
+            labels=["cat", "dog", "bird"], task="regression",
+        )  # fmt: skip
+    assert not list(model_repository.glob("two-heads-wrong*"))
+
+
+def test_cli_labels_are_typed_and_a_wrong_count_is_a_clear_error(
+    scripted: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from exporters.cli import app, parse_labels
+
+    assert parse_labels("0,1,2") == [0, 1, 2]
+    assert parse_labels("0.5, 1.5") == [0.5, 1.5]
+    assert parse_labels("true,False") == [True, False]
+    assert parse_labels("cat,dog,nan") == ["cat", "dog", "nan"]
+    args = ["torch", str(scripted), "--name", "heads", "--input-shape", "16"]
+    result = CliRunner().invoke(app, [*args, "--repository", str(tmp_path), "--labels", "cat,dog"])
+    assert result.exit_code == 1
+    assert "2 class labels, but OUTPUT__0 has 3 columns" in result.output

@@ -19,7 +19,6 @@ from tritonclient.utils import InferenceServerException
 
 from control_plane.core.errors import TritonError
 from control_plane.lifecycle.status import LoadState
-from control_plane.triton.client import UNLOAD_WAIT_S
 from control_plane.triton.errors import triton_error
 from tests.control_plane.conftest import state_of
 from tests.control_plane.recommender_model import write_recommender
@@ -56,7 +55,7 @@ def refuse_unload(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Callable[[st
     real_unload = gateway.unload
 
     def refuse(refused: str) -> None:
-        async def unload(name: str, wait_s: float = UNLOAD_WAIT_S) -> None:
+        async def unload(name: str, wait_s: float | None = None) -> None:
             if name != refused:
                 return await real_unload(name, wait_s)
             exc = InferenceServerException(REASON, status="StatusCode.INTERNAL")
