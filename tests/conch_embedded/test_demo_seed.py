@@ -15,11 +15,10 @@ import pytest
 from conch_embedded.demo.seed import DEMO_SLOTS, seed_demo
 from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.core.settings import Settings
-from control_plane.db import upgrade
 from control_plane.keys.tokens import display_prefix
+from tests.control_plane.conftest import stack_settings
 from tests.control_plane.recommender_model import write_recommender
 from tests.control_plane.replicas import uvicorn_replica
-from tests.control_plane.secret_key import TEST_SECRET_KEY
 
 
 @dataclass(frozen=True)
@@ -33,17 +32,7 @@ class DemoRecommenders:
 def settings(
     database_url: str, redis_url: str, triton: EmbeddedTriton, model_repository: Path
 ) -> Settings:
-    upgrade(database_url)
-    return Settings(
-        environment="test",
-        secret_key=TEST_SECRET_KEY,
-        database_url=database_url,
-        redis_url=redis_url,
-        model_events_redis_url=redis_url,
-        triton_grpc_url=triton.grpc_url,
-        triton_http_url=triton.http_url,
-        model_repository=model_repository,
-    )
+    return stack_settings(database_url, redis_url, triton, model_repository)
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,13 @@ def settings(
     model_repository: Path,
     recommenders: dict[str, str],
 ) -> Settings:
+    return stack_settings(database_url, redis_url, triton, model_repository)
+
+
+def stack_settings(
+    database_url: str, redis_url: str, triton: EmbeddedTriton, model_repository: Path
+) -> Settings:
+    """Settings for a control plane on the session's SQL (migrated), Redis and Triton."""
     upgrade(database_url)
     return Settings(
         environment="test",

@@ -8,12 +8,10 @@ model whose ONNX file Triton refuses. Each is removed again after its test.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +23,7 @@ from conch_manifest.layout import manifest_path
 from conch_manifest.schema import sha256_file
 from tests.control_plane.conftest import state_of
 from tests.control_plane.recommender_model import write_recommender
-
-DEADLINE_S = 90.0  # a guard only: every wait ends as soon as its condition holds
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
+from tests.control_plane.waiting import until, until_served
 
 
 async def _reconcile_pass(app: FastAPI) -> None:
@@ -45,7 +35,7 @@ async def _reconcile_pass(app: FastAPI) -> None:
         reconciler.wake()
         return reconciler.passes >= wanted
 
-    await _until(passed, "reconciliation passes stopped")
+    await until(passed, "reconciliation passes stopped")
     assert reconciler.last_error is None, reconciler.last_error
 
 
@@ -56,20 +46,6 @@ async def _register(client: httpx.AsyncClient, admin_key: str, name: str) -> int
     assert response.status_code == 201, response.text
     model_id: int = response.json()["id"]
     return model_id
-
-
-async def _served(client: httpx.AsyncClient, model_id: int, predict_key: str) -> None:
-    async def answered() -> bool:
-        response = await client.post(
-            f"/inference/predict/{model_id}",
-            json={"user_id": "u1"},
-            headers={"X-API-Key": predict_key},
-            timeout=DEADLINE_S,
-        )
-        assert response.status_code in (200, 503), response.text  # 503: still loading
-        return response.status_code == 200
-
-    await _until(answered, f"model {model_id} was not served")
 
 
 async def _health(client: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
@@ -138,7 +114,7 @@ async def test_bad_entries_are_reported_and_skipped_while_the_rest_converges(
     write_recommender(model_repository, good, seed=54)
     healthy_id = await _register(client, admin_key, good)
     model_ids.append(healthy_id)
-    await _served(client, healthy_id, predict_key)
+    await until_served(client, healthy_id, predict_key)
     model_ids.append(await _register(client, admin_key, refused))
 
     # ...and reconciliation keeps passing, every time.
@@ -149,7 +125,7 @@ async def test_bad_entries_are_reported_and_skipped_while_the_rest_converges(
         body, _ = await _health(client)
         return refused in body["bad_entries"]  # once its load has failed
 
-    await _until(all_reported, "the refused model was never reported")
+    await until(all_reported, "the refused model was never reported")
     body, text = await _health(client)
     assert body["status"] == "degraded" and body["components"]["repository"] == "degraded"
     assert body["components"]["triton"] == "ok" and body["loaded_models"] >= 1, body
@@ -189,7 +165,7 @@ async def test_a_registered_model_whose_entry_breaks_says_so_and_keeps_serving(
     model_id = await _register(client, admin_key, name)
     model_ids.append(model_id)
     paths += [entry, aside]
-    await _served(client, model_id, predict_key)
+    await until_served(client, model_id, predict_key)
 
     entry.rename(aside)  # the directory is replaced by a link to nowhere
     entry.symlink_to(model_repository.parent / f"gone-{tag}")
@@ -202,7 +178,7 @@ async def test_a_registered_model_whose_entry_breaks_says_so_and_keeps_serving(
     reload = await client.post(f"/api/v1/models/{model_id}/reload", headers=headers)
     assert reload.status_code == 409, reload.text
     assert reload.json()["details"]["repository_error"] == "broken symbolic link"
-    await _served(client, model_id, predict_key)  # the copy in Triton serves on
+    await until_served(client, model_id, predict_key)  # the copy in Triton serves on
     body, _ = await _health(client)
     assert body["bad_entries"][name] == "broken symbolic link", body
 

@@ -8,9 +8,8 @@ Triton has loaded is asked of Triton itself, never of Conch's bookkeeping.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from control_plane.core.errors import ModelNotFoundError
 from control_plane.core.settings import Settings
 from tests.control_plane.conftest import make_project, state_of
 from tests.control_plane.recommender_model import write_recommender
+from tests.control_plane.waiting import until
 
 # Guards only: every wait below ends as soon as its condition holds.
 EVENT_DEADLINE_S = 20.0
@@ -89,13 +89,6 @@ async def replicas(
         second_triton.stop()
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
-
-
 async def _predict(replica: Replica, model_id: int, key: str) -> httpx.Response:
     return await replica.client.post(
         f"/inference/predict/{model_id}",
@@ -114,7 +107,7 @@ async def _reconcile_pass(replica: Replica) -> None:
         reconciler.wake()
         return reconciler.passes >= wanted
 
-    await _until(passed, LOAD_DEADLINE_S, "no reconciliation pass")
+    await until(passed, "no reconciliation pass", LOAD_DEADLINE_S)
     assert reconciler.last_error is None, reconciler.last_error
 
 
@@ -127,7 +120,7 @@ async def _served_everywhere(replicas: list[Replica], model_id: int, key: str) -
             assert response.status_code in (200, 503), response.text
             return response.status_code == 200
 
-        await _until(served, LOAD_DEADLINE_S, "the model was never served")
+        await until(served, "the model was never served", LOAD_DEADLINE_S)
 
 
 async def test_a_deleted_model_is_404_on_every_replica_and_stays_unloaded(
@@ -156,7 +149,7 @@ async def test_a_deleted_model_is_404_on_every_replica_and_stays_unloaded(
         async def gone(replica: Replica = replica) -> bool:
             return (await _predict(replica, model_id, predict_key)).status_code == 404
 
-        await _until(gone, EVENT_DEADLINE_S, "a replica still serves the deleted model")
+        await until(gone, "a replica still serves the deleted model", EVENT_DEADLINE_S)
         answer = (await _predict(replica, model_id, predict_key)).json()
         assert answer["error"] == "ModelNotFoundError", answer
 
@@ -165,7 +158,7 @@ async def test_a_deleted_model_is_404_on_every_replica_and_stays_unloaded(
         async def unloaded(replica: Replica = replica) -> bool:
             return await replica.triton_state(name) not in _IN_TRITON
 
-        await _until(unloaded, EVENT_DEADLINE_S, "Triton still has the deleted model")
+        await until(unloaded, "Triton still has the deleted model", EVENT_DEADLINE_S)
 
     # Asked again, by a request, by the management API and by the lifecycle itself:
     # nothing loads it back, and a reconciliation pass keeps it so.
@@ -202,7 +195,7 @@ async def test_reconciliation_unloads_a_deleted_model_whoever_loads_it_back(
         async def unloaded(replica: Replica = replica) -> bool:
             return await replica.triton_state(name) not in _IN_TRITON
 
-        await _until(unloaded, EVENT_DEADLINE_S, "Triton still has the deleted model")
+        await until(unloaded, "Triton still has the deleted model", EVENT_DEADLINE_S)
 
     # Loaded behind Conch's back (an operator, a script): the next pass unloads it.
     for replica in replicas:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -25,15 +24,7 @@ from conch_manifest.layout import manifest_path
 from control_plane.manifests.store import ManifestStore
 from tests.control_plane.conftest import state_of
 from tests.control_plane.recommender_model import write_recommender
-
-DEADLINE_S = 90.0  # a guard only: every wait ends as soon as its condition holds
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await condition():
-        assert time.monotonic() < deadline, what
-        await asyncio.sleep(0.05)
+from tests.control_plane.waiting import DEADLINE_S, until, until_served
 
 
 class ReadSpy:
@@ -90,17 +81,7 @@ async def test_model_info_and_predictions_never_read_the_manifest_again(
     model_id = registered.json()["id"]
     assert spy.reads == 1 and store.reads[model_name] == 1  # registration reads it, once
 
-    async def served() -> bool:
-        response = await client.post(
-            f"/inference/predict/{model_id}",
-            json={"user_id": "u1"},
-            headers={"X-API-Key": predict_key},
-            timeout=DEADLINE_S,
-        )
-        assert response.status_code in (200, 503), response.text  # 503: still loading
-        return response.status_code == 200
-
-    await _until(served, "the model was never served")  # loaded and warmed up
+    await until_served(client, model_id, predict_key)  # loaded and warmed up
     spy.reads = 0
     for _ in range(3):
         info = await client.get(f"/api/v1/models/{model_id}", headers=admin)
@@ -108,7 +89,12 @@ async def test_model_info_and_predictions_never_read_the_manifest_again(
         body = info.json()
         assert [t["name"] for t in body["inputs"]] == ["USER_INDEX"], body
         assert body["size_bytes"] > 0, body
-        assert await served()
+        predicted = await client.post(
+            f"/inference/predict/{model_id}",
+            json={"user_id": "u1"},
+            headers={"X-API-Key": predict_key},
+        )
+        assert predicted.status_code == 200, predicted.text
     assert spy.reads == 0, "GET /models/{id} or a prediction read the manifest file"
     assert store.reads[model_name] == 1  # the runtime cache and GET used the stored one
 
@@ -118,7 +104,7 @@ async def test_model_info_and_predictions_never_read_the_manifest_again(
     async def dropped() -> bool:
         return model_name not in store
 
-    await _until(dropped, "the deleted model's manifest stayed in the store")
+    await until(dropped, "the deleted model's manifest stayed in the store")
     gone = await client.get(f"/api/v1/models/{model_id}", headers=admin)
     assert gone.status_code == 404, gone.text
 
@@ -180,7 +166,7 @@ async def test_forget_during_a_read_keeps_the_answer_out_of_the_store(
     async def started() -> bool:
         return store.reads["m_raced"] > 0
 
-    await _until(started, "the read never started")
+    await until(started, "the read never started")
     store.forget("m_raced")  # model_deleted arrives while the file is being read
     gate.set()
     assert (await reading).manifest.triton_name == "m_raced"  # answered once...
