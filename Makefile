@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/conch demo
 
-SOURCES := control_plane exporters conch_manifest conch_embedded conch_bench tests
+SOURCES := conch control_plane exporters conch_manifest conch_embedded conch_bench tests
 
 lint: setup
 	$(BIN)/ruff check $(SOURCES)

@@ -29,7 +29,8 @@ from pathlib import Path
 import httpx
 
 from conch_bench.models import BenchModel
-from conch_bench.targets import RestTarget, render_bodies
+from conch_bench.native import request_spec
+from conch_bench.targets import RestTarget, TritonTarget, render_bodies
 from conch_embedded.process import ManagedProcess, ProcessStartError, free_port, tail
 from conch_embedded.triton_server import EmbeddedTriton
 from conch_manifest.locations import state_dir
@@ -70,6 +71,22 @@ class ConchEndpoint:
         if many_keys:
             return RestTarget(url=url, bodies=bodies, key_header="X-API-Key", keys=self.many_keys)
         return RestTarget(url=url, bodies=bodies, headers={"X-API-Key": self.api_key})
+
+    def engine_target(self, model: BenchModel, base: str, batch_size: int) -> RestTarget:
+        """Seed 002's `POST /api/inference/predict` with the same rows as `target`'s."""
+        model_id = self.model_ids.get(model.key, model.triton_name)
+        template = f'{{"model_id": "{model_id}", "data": $DATA}}'
+        bodies = render_bodies(template, rows=batch_size, features=model.features)
+        url = base.rstrip("/") + "/api/inference/predict"
+        return RestTarget(url=url, bodies=bodies, headers={"X-API-Key": self.api_key})
+
+    def v2_target(self, triton: TritonTarget, base: str) -> RestTarget:
+        """The request the triton-http arm sends, to Conch's `/v2/` door with a key."""
+        spec = request_spec(triton)
+        assert spec is not None  # an HTTP target always has one
+        url = f"{base.rstrip('/')}/v2/models/{triton.model}/infer"
+        headers = {**spec.headers, "X-API-Key": self.api_key}
+        return RestTarget(url=url, bodies=spec.bodies, headers=headers)
 
 
 def probe(target: RestTarget) -> str | None:

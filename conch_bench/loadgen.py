@@ -88,10 +88,14 @@ class _Recorder:
 
 
 async def _sleep_until(t: float) -> None:
+    delay = t - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
     # asyncio may wake a timer up to its clock resolution early; a request sent
     # before the window opens would then be dropped from the count.
-    while (delay := t - time.perf_counter()) > 0:
-        await asyncio.sleep(delay)
+    rest = t - time.perf_counter()
+    if rest > 0:
+        await asyncio.sleep(rest)
 
 
 async def _closed_user(door: Door, rec: _Recorder, t_start: float) -> None:

@@ -27,6 +27,11 @@ NAIVE, TUNED = "baseline-naive", "baseline-tuned"
 # repeated runs of one arm on a quiet machine vary by a few percent.
 CLIENT_NOISE = 0.10
 P50_TARGET = 1.5  # Conch's p50 at concurrency 1 over the in-process baseline's
+# conch-v2 (wrk) again through the Python client, so it compares with the other
+# Conch doors, which the Python client drives.
+V2_PYTHON_ARM = "conch-v2-python"
+# One model core behind every door: each door within this of the others.
+DOOR_SPREAD = 0.10
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,16 @@ def compute_ratios(runs: Sequence[ArmRun], *, low: int = 1, mid: int = 64) -> li
             index, model, "conch-rest-manykeys", "conch-rest-nolimit", low, "rate limit, many keys"
         )
         ratios += _p50_target(index, model, low)
+        ratios += _overhead(
+            index, model, "conch-v2", "triton-http", low, "v2 door over Triton HTTP"
+        )
+        ratios += _max_throughput(index, model, "conch-v2", "triton-http")
+        for arm, ref in (
+            ("conch-engine", "conch-rest"),
+            (V2_PYTHON_ARM, "conch-engine"),
+            (V2_PYTHON_ARM, "conch-rest"),
+        ):
+            ratios += _same_core(index, model, arm, ref, low)
         for arm, ref in (
             ("conch-rest", "triton-grpc"),
             ("conch-rest", "conch-rest-nolimit"),
@@ -162,6 +177,31 @@ def _p50_target(index: _Index, model: str, c: int) -> list[Ratio]:
             passed=value <= P50_TARGET,
         )
     ]
+
+
+def _same_core(index: _Index, model: str, arm: str, ref: str, c: int) -> list[Ratio]:
+    """Two doors onto the one model core, same client: p50 at `c` and saturation
+    throughput within DOOR_SPREAD of each other."""
+    out = []
+    a, b = index.at(model, arm, c), index.at(model, ref, c)
+    if a is not None and b is not None and b.latency_ms["p50"] > 0:
+        value = a.latency_ms["p50"] / b.latency_ms["p50"]
+        detail = f"p50 {a.latency_ms['p50']:.2f} ms / {b.latency_ms['p50']:.2f} ms at c={c}"
+        out.append(_spread(f"{arm} / {ref}: p50 at c={c}", model, value, detail))
+    best_a, best_b = index.best(model, arm), index.best(model, ref)
+    if best_a is not None and best_b is not None and best_b.throughput_rps > 0:
+        value = best_a.throughput_rps / best_b.throughput_rps
+        detail = (
+            f"{best_a.throughput_rps:.0f} req/s (c={best_a.concurrency}) / "
+            f"{best_b.throughput_rps:.0f} req/s (c={best_b.concurrency}), each at its best"
+        )
+        out.append(_spread(f"{arm} / {ref}: max throughput", model, value, detail))
+    return out
+
+
+def _spread(name: str, model: str, value: float, detail: str) -> Ratio:
+    target = f"1 ± {DOOR_SPREAD:.2f}"
+    return Ratio(name, model, value, "x", detail, target, abs(value - 1) <= DOOR_SPREAD)
 
 
 def _max_throughput(index: _Index, model: str, arm: str, ref: str) -> list[Ratio]:

@@ -5,8 +5,10 @@ One embedded Triton serves the bench repository (each model plus its
 subprocess; Conch's REST arms go to a control plane given by URL. Arms run one
 after another on the same machine, so their ratios are comparable.
 
-Load generators: triton-http is driven by `wrk` (native.py), the others by the
-Python client (loadgen.py: gRPC, per-request keys, mixed bodies). Each model ends
+Load generators: triton-http and conch-v2 are driven by `wrk` (native.py), the
+others by the Python client (loadgen.py: gRPC, per-request keys, mixed bodies);
+conch-v2 is measured through the Python client too, to compare with the other
+Conch doors. Each model ends
 with an open-loop pass: every arm offered the same fixed rate, a fraction of the
 slowest arm's best throughput, for latency under load without coordinated
 omission.
@@ -34,10 +36,15 @@ from conch_bench.machine import describe_machine
 from conch_bench.models import BenchModel, InstanceKind, build_bench_models
 from conch_bench.native import WRK_INSTALL_HINT, WrkError, find_wrk, request_spec, run_wrk
 from conch_bench.plot import MISSING, plot_model
-from conch_bench.ratios import CLIENT_CHECK_ARM, HTTP_CHECK_ARM, ArmRun, compute_ratios
+from conch_bench.ratios import (
+    CLIENT_CHECK_ARM,
+    HTTP_CHECK_ARM,
+    V2_PYTHON_ARM,
+    ArmRun,
+    compute_ratios,
+)
 from conch_bench.stats import RunSummary
 from conch_bench.targets import Protocol, RestTarget, Target, render_bodies, triton_target
-from conch_embedded.process import free_port
 from conch_embedded.triton_server import EmbeddedTriton
 from conch_manifest.locations import PROJECT_ROOT
 
@@ -48,12 +55,18 @@ ALL_ARMS = (
     "conch-rest",
     "conch-rest-manykeys",
     "conch-rest-nolimit",
+    "conch-engine",
+    "conch-v2",
     "baseline-naive",
     "baseline-tuned",
 )
 ALL_MODELS = ("tabular", "mlp", "recommender")
-_CONCH_ARMS = {"conch-rest", "conch-rest-manykeys", "conch-rest-nolimit"}
-_NATIVE_ARMS = {"triton-http"}  # driven by wrk; skipped without it
+_CONCH_ARMS = {
+    "conch-rest", "conch-rest-manykeys", "conch-rest-nolimit", "conch-engine", "conch-v2",
+}  # fmt: skip
+# Driven by wrk; skipped without it. conch-v2 is measured again through the Python
+# client (V2_PYTHON_ARM) to compare with the other Conch doors.
+_NATIVE_ARMS = {"triton-http", "conch-v2"}
 
 
 @dataclass(frozen=True)
@@ -116,13 +129,7 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
         if key not in {m.key for m in models}
     ]
     names = [n for m in models for n in (m.triton_name, m.nobatch_name)]
-    triton = EmbeddedTriton(
-        options.repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        load_models=names,
-    )
+    triton = EmbeddedTriton.on_free_ports(options.repository, load_models=names)
     runs: list[ArmRun] = []
     console.print(f"starting Triton with {', '.join(names)} ...")
     with triton, ExitStack() as stack:
@@ -147,6 +154,14 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                         runs.append(_client_check(console, model, target, runs, options))
                     if arm == "triton-http" and options.client_check:
                         runs.append(_http_client_check(console, model, target, runs, options))
+                    if arm == "conch-v2":
+                        for concurrency in options.concurrencies:
+                            runs.append(
+                                _measure(
+                                    console, model, V2_PYTHON_ARM, target, concurrency, options,
+                                    native=False,
+                                )
+                            )  # fmt: skip
             if options.open_loop_fraction > 0:
                 runs += _open_loop_pass(console, model, arms, triton, options, conch, runs)
     bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
@@ -338,6 +353,10 @@ def _arm_target(
             bodies = render_bodies(model.rest_template, rows=batch, features=model.features)
             yield RestTarget(url=f"{server.url}/predict", bodies=bodies)
         return
+    if arm == "conch-engine" and not model.features:
+        notes.append(f"{arm}: no feature-row body for {model.key}")
+        yield None
+        return
     limited = arm != "conch-rest-nolimit"
     base = None if conch is None else (conch.url if limited else conch.url_nolimit)
     if conch is None or base is None:
@@ -355,7 +374,14 @@ def _arm_target(
         notes.append(f"{arm}: skipped, an external control plane comes with one key")
         yield None
         return
-    target = conch.target(model, base, batch, many_keys=many)
+    if arm == "conch-v2":
+        # Triton's own binary-tensor body, sent to Conch's door with a key.
+        tensors = triton_target("http", triton.http_url, model.triton_name, batch_size=batch)
+        target = conch.v2_target(tensors, base)
+    elif arm == "conch-engine":
+        target = conch.engine_target(model, base, batch)
+    else:
+        target = conch.target(model, base, batch, many_keys=many)
     problem = probe(target)
     if problem is not None:
         notes.append(f"{arm} for {model.key}: skipped, a probe request failed: {problem}")

@@ -108,9 +108,20 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def free_port() -> int:
     """A port the kernel says is free right now (racy by nature; callers retry)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: held open together while chosen, so two calls in a
+    row can never answer the same port (Triton refuses gRPC and metrics on one port)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def http_ok(url: str) -> bool:

@@ -17,12 +17,14 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conch_embedded.process import (
     ManagedProcess,
     ProcessExited,
     ProcessService,
     ProcessStartError,
+    free_ports,
     http_ok,
     port_is_free,
     tail,
@@ -115,6 +117,18 @@ class EmbeddedTriton(ProcessService):
     startup_timeout_s: float = 60.0
     _process: ManagedProcess | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def on_free_ports(cls, model_repository: Path, **options: Any) -> EmbeddedTriton:
+        """A server on three distinct ports free right now (tests, parity checks, benches)."""
+        http_port, grpc_port, metrics_port = free_ports(3)
+        return cls(
+            model_repository,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            **options,
+        )
 
     @property
     def grpc_url(self) -> str:

@@ -23,7 +23,7 @@ from conch_manifest.names import ModelName
 MANIFEST_FILENAME = "manifest.json"
 MANIFEST_SCHEMA_VERSION = 1
 
-Framework = Literal["sklearn", "xgboost", "lightgbm", "pytorch", "recommender"]
+Framework = Literal["sklearn", "xgboost", "lightgbm", "pytorch", "recommender", "onnx"]
 Task = Literal["classification", "regression", "recommendation", "embedding", "other"]
 
 # Tensor names a recommender model uses, natively and in the embedded Triton.

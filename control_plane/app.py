@@ -23,10 +23,15 @@ from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
 from control_plane.db.engine import create_engine, create_sessionmaker
 from control_plane.db.migrate import upgrade
+from control_plane.engine_api.engine_routes import router as engine_management_router
+from control_plane.engine_api.load_routes import router as model_load_router
+from control_plane.engine_api.model_routes import router as engine_models_router
+from control_plane.engine_api.monitoring_routes import router as engine_monitoring_router
+from control_plane.engine_api.predict_routes import ENDPOINTS as ENGINE_PREDICT_ENDPOINTS
+from control_plane.engine_api.predict_routes import router as engine_predict_router
 from control_plane.events.bus import EventBus
 from control_plane.inference.lane import PredictionLane
 from control_plane.inference.routes import router as inference_router
-from control_plane.inference.runtime import RuntimeCache
 from control_plane.inference.tabular import router as tabular_router
 from control_plane.keys.routes import router as keys_router
 from control_plane.keys.verifier import KeyVerifier
@@ -35,6 +40,7 @@ from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.lifecycle.routes import router as engine_router
 from control_plane.manifests.store import ManifestStore
 from control_plane.metrics_route import router as metrics_router
+from control_plane.model_core.catalog import ModelCatalog
 from control_plane.projects.routes import router as projects_router
 from control_plane.ratelimit.limiter import RateLimiter
 from control_plane.registry.routes import router as registry_router
@@ -42,6 +48,8 @@ from control_plane.routing.cache import RoutingCache
 from control_plane.slots.routes import router as slots_router
 from control_plane.state import AppState
 from control_plane.triton.client import TritonGateway
+from control_plane.triton.passthrough import TritonPassthrough
+from control_plane.v2.routes import router as v2_router
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +163,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             limiter=limiter,
             events=events,
             manifests=manifests,
-            runtimes=RuntimeCache(
+            models=ModelCatalog(
                 manifests,
                 max_entries=settings.runtime_cache_max_entries,
                 ttl_s=settings.cache_ttl_s,
@@ -171,17 +179,27 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         )
         state.events.on("key_revoked", state.verifier.on_key_revoked)
         state.events.on("slot_changed", state.routing.on_slot_changed)
-        state.events.on("model_deleted", state.runtimes.on_model_deleted)
+        state.events.on("model_trained", state.routing.on_model_changed)
+        state.events.on("model_deleted", state.routing.on_model_changed)
+        state.events.on("model_deleted", state.models.on_model_deleted)
+        state.events.on("model_trained", state.models.on_model_registered)
         state.events.on("model_deleted", state.manifests.on_model_deleted)
         # Events missed while disconnected may hide slot changes, revocations, deletions.
         state.events.on_subscribe(state.routing.invalidate)
         state.events.on_subscribe(state.verifier.clear)
-        state.events.on_subscribe(state.runtimes.invalidate)
+        state.events.on_subscribe(state.models.invalidate)
         state.reconciler.attach(state.events)
         state.events.start()
         state.reconciler.start()  # the first pass runs now, not after a whole period
         app.state.conch = state
         app.state.components = state.components()
+        # The Open Inference Protocol door forwards to Triton's HTTP port (control_plane/v2).
+        passthrough = None
+        if settings.triton_http_url:
+            passthrough = TritonPassthrough(
+                settings.triton_http_url, timeout_s=settings.triton_timeout_s
+            )
+            app.state.components.add(TritonPassthrough, passthrough)
         try:
             yield
         finally:
@@ -189,6 +207,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             await state.reconciler.stop()
             await state.lifecycle.close()
             await state.triton.close()
+            if passthrough is not None:
+                await passthrough.close()
             await state.limiter.aclose()
             await state.verifier.drain()
             for client in (redis, events_redis):
@@ -204,7 +224,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     )
     # Added first, so it runs inside the request-id middleware (ids, rate-limit headers)
     # and inside the body cap.
-    app.add_middleware(PredictionLane)
+    app.add_middleware(PredictionLane, extra_endpoints=ENGINE_PREDICT_ENDPOINTS)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.uses_development_secret:
         app.add_middleware(LoopbackOnly)
@@ -212,7 +232,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(tabular_router)
+    app.include_router(engine_predict_router)
     app.include_router(metrics_router)
+    app.include_router(v2_router)
+    app.include_router(model_load_router)
+    # Seed 002's model management, monitoring and engine management (GuardedRoute routers).
+    for engine_api in (engine_models_router, engine_monitoring_router, engine_management_router):
+        app.include_router(engine_api, prefix="/api/inference")
     routers = (
         projects_router, registry_router, slots_router, keys_router, abtest_router, engine_router,
     )  # fmt: skip

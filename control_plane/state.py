@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from control_plane.core.components import Components
 from control_plane.core.settings import Settings
 from control_plane.events.bus import EventBus
-from control_plane.inference.runtime import RuntimeCache
 from control_plane.keys.verifier import KeyVerifier
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.manifests.store import ManifestStore
+from control_plane.model_core.catalog import ModelCatalog
+from control_plane.model_core.stats import InferenceStats
 from control_plane.ratelimit.limiter import RateLimiter
 from control_plane.routing.cache import RoutingCache
 from control_plane.triton.client import TritonGateway
@@ -35,10 +36,12 @@ class AppState:
     limiter: RateLimiter
     events: EventBus
     manifests: ManifestStore
-    runtimes: RuntimeCache
+    models: ModelCatalog
     lifecycle: ModelLifecycle
     reconciler: Reconciler
     routing: RoutingCache = field(default_factory=RoutingCache)
+    # What this replica measured about its predictions (every door records into it).
+    stats: InferenceStats = field(default_factory=InferenceStats)
 
     def components(self) -> Components:
         components = Components()
@@ -52,8 +55,9 @@ class AppState:
         components.add(RateLimiter, self.limiter)
         components.add(EventBus, self.events)
         components.add(ManifestStore, self.manifests)
-        components.add(RuntimeCache, self.runtimes)
+        components.add(ModelCatalog, self.models)
         components.add(ModelLifecycle, self.lifecycle)
         components.add(Reconciler, self.reconciler)
         components.add(RoutingCache, self.routing)
+        components.add(InferenceStats, self.stats)
         return components

@@ -5,7 +5,8 @@ Every export ends with a parity check through the real embedded Triton.
 
 Entry points (each returns an `ExportResult` with the content-addressed
 `triton_name`, the published path, the manifest and the step report):
-- `sklearn_exporter.export_sklearn`, `xgboost_exporter.export_xgboost`,
+- `sklearn_exporter.export_sklearn` (tabular estimators, and text pipelines with a
+  BYTES input: see `text`), `xgboost_exporter.export_xgboost`,
   `lightgbm_exporter.export_lightgbm`, `torch_exporter.export_torch`,
   `recommender.export_recommender`
 - `demo.build_demo(repository) -> DemoModels`
@@ -17,6 +18,6 @@ Inside: `config` (config.pbtxt via Triton's protobuf schema), `repository`
 (staging and atomic publish), `session` (the private Triton), `parity`
 (comparisons and default tolerances), `steps` (named, timed steps), `pipeline`
 (convert -> transforms -> write -> parity -> publish), `tabular` (what the
-tree/sklearn exporters share), `implicit` and
+tree/sklearn exporters share), `text` (scikit-learn text pipelines), `implicit` and
 `demo_data` (recommender training and the generated dataset).
 """

@@ -12,16 +12,22 @@ from typing import Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVEL_COUNT
+
 InstanceKind = Literal["cpu", "gpu"]
 
 # Triton datatype names (as in the KServe protocol) -> numpy dtype names.
-NUMPY_DTYPES = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32"}
+NUMPY_DTYPES = {
+    "FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32", "BYTES": "object",
+}  # fmt: skip
+# The protocol's BYTES is called TYPE_STRING in config.pbtxt.
+_CONFIG_TYPE_NAMES = {"BYTES": "STRING"}
 
 
 @dataclass(frozen=True)
 class TensorConfig:
     name: str
-    datatype: str  # Triton datatype without the TYPE_ prefix: FP32, INT64, ...
+    datatype: str  # protocol datatype: FP32, INT64, BYTES (written TYPE_STRING), ...
     dims: tuple[int, ...]  # per-sample shape (batch axis excluded when max_batch_size > 0)
     reshape: tuple[int, ...] | None = None  # e.g. () for a 1-D model output of [batch]
 
@@ -38,6 +44,9 @@ class ModelConfigSpec:
     instance_count: int = 1
     dynamic_batching: bool = True
     max_queue_delay_us: int = 100
+    # Off by default: in the embedded Triton (2.51) a model with priority levels
+    # served half the throughput with 0.5 s stalls (docs/PERFORMANCE.md).
+    priority_levels: bool = False
     parameters: dict[str, str] = field(default_factory=dict)
 
     def with_name(self, name: str) -> ModelConfigSpec:
@@ -46,7 +55,8 @@ class ModelConfigSpec:
 
 def _tensor(message: pb.ModelInput | pb.ModelOutput, spec: TensorConfig) -> None:
     message.name = spec.name
-    message.data_type = pb.DataType.Value(f"TYPE_{spec.datatype}")
+    type_name = _CONFIG_TYPE_NAMES.get(spec.datatype, spec.datatype)
+    message.data_type = pb.DataType.Value(f"TYPE_{type_name}")
     message.dims.extend(spec.dims)
     if spec.reshape is not None:
         # An empty reshape must still be present: `reshape: { }` means "scalar per sample".
@@ -78,7 +88,13 @@ def build_model_config(spec: ModelConfigSpec) -> pb.ModelConfig:
     group.count = spec.instance_count
     # Dynamic batching only means something when the model accepts a batch axis.
     if spec.dynamic_batching and spec.max_batch_size > 0:
-        config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+        batching = config.dynamic_batching
+        batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+        if spec.priority_levels:
+            # The control plane sends each request's priority as one of these levels
+            # (conch_manifest/priorities.py); a request without one gets the default.
+            batching.priority_levels = PRIORITY_LEVEL_COUNT
+            batching.default_priority_level = DEFAULT_PRIORITY_LEVEL
     for key, value in sorted(spec.parameters.items()):
         config.parameters[key].string_value = value
     return config

@@ -16,3 +16,8 @@ class ExportError(RuntimeError):
     """
 
     steps: tuple[StepRecord, ...] = ()
+
+
+class PublishedDifferentlyError(ExportError):
+    """The same model bytes are already published under this name with another
+    config.pbtxt (other serving options, or a config an older Conch wrote)."""

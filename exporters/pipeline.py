@@ -19,7 +19,7 @@ from typing import Literal, Protocol, Required, TypedDict
 from conch_manifest.schema import Framework, Manifest, RecommenderSpec, Task, TensorSpec
 from exporters.arrays import Array
 from exporters.config import InstanceKind, ModelConfigSpec, TensorConfig, render_config
-from exporters.errors import ExportError
+from exporters.errors import ExportError, PublishedDifferentlyError
 from exporters.parity import Comparator
 from exporters.repository import find_published, staged_files, triton_name_for
 from exporters.session import ExportSession
@@ -36,6 +36,7 @@ class ServingOptions:
     instance_kind: InstanceKind = "cpu"
     instances: int = 1
     max_queue_delay_us: int = 100
+    priority_levels: bool = False  # Triton's request priorities (seed 002's `priority`)
 
     def config(
         self,
@@ -55,6 +56,7 @@ class ServingOptions:
             instance_kind=self.instance_kind,
             instance_count=self.instances,
             max_queue_delay_us=self.max_queue_delay_us,
+            priority_levels=self.priority_levels,
         )
 
 
@@ -228,7 +230,7 @@ def _already_published(repository: Path, triton_name: str, config_text: str) -> 
     if existing is not None and (repository / triton_name / "config.pbtxt").read_text() != (
         config_text
     ):
-        raise ExportError(
+        raise PublishedDifferentlyError(
             f"{triton_name} is already published with other serving options "
             "(config.pbtxt differs); export under another --name to serve it differently"
         )

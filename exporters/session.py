@@ -15,7 +15,6 @@ import numpy as np
 from tritonclient import grpc as triton_grpc
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from conch_embedded.process import free_port
 from conch_embedded.triton_server import EmbeddedTriton
 from exporters.arrays import Array
 from exporters.errors import ExportError
@@ -53,12 +52,7 @@ class ExportSession:
 
     def _connect(self) -> triton_grpc.InferenceServerClient:
         if self._client is None:
-            triton = EmbeddedTriton(
-                self.staging.root,
-                http_port=free_port(),
-                grpc_port=free_port(),
-                metrics_port=free_port(),
-            )
+            triton = EmbeddedTriton.on_free_ports(self.staging.root)
             triton.start()
             self._triton = triton
             self._client = triton_grpc.InferenceServerClient(triton.grpc_url)

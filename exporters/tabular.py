@@ -1,7 +1,9 @@
 """What the tabular exporters (sklearn, xgboost, lightgbm) share.
 
 Their ONNX graphs all take one FP32 matrix `input` [batch, n_features] and give
-either `probabilities` [batch, n_classes] or `variable` [batch, 1].
+either `probabilities` [batch, n_classes] or `variable` [batch, 1]. scikit-learn
+text pipelines (exporters/text.py) give the same outputs from a BYTES `input`
+[batch, 1] instead: `ModelInput` is the part that differs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import csv
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Unpack
 
@@ -153,7 +156,7 @@ def tabular_exporter(load: Callable[[Path], TabularSource]) -> TabularExport:
         **target: Unpack[ExportTarget],
     ) -> ExportResult:
         return run_export(
-            lambda name, options: _convert(
+            lambda name, options: convert_tabular(
                 load(model_path), name, options, sample, feature_names, atol, rtol
             ),
             **target,
@@ -162,7 +165,7 @@ def tabular_exporter(load: Callable[[Path], TabularSource]) -> TabularExport:
     return export
 
 
-def _convert(
+def convert_tabular(
     source: TabularSource,
     name: str,
     options: ServingOptions,
@@ -185,7 +188,7 @@ def _convert(
         name=name,
         framework=source.framework,
         onnx_bytes=onnx_bytes(onnx_model),
-        feature_names=names,
+        model_input=features_input(names),
         class_labels=class_labels,
         sample=rows,
         expected=np.asarray(expected),
@@ -238,7 +241,7 @@ def tabular_artifact(
     name: str,
     framework: Framework,
     onnx_bytes: bytes,
-    feature_names: list[str],
+    model_input: ModelInput,
     class_labels: list[ClassLabel] | None,
     sample: Array,
     expected: Array,
@@ -249,7 +252,6 @@ def tabular_artifact(
     parity_hint: str = "",
 ) -> Artifact:
     """An Artifact for a classifier (class_labels given) or a regressor."""
-    n_features = len(feature_names)
     label_text, label_type = encode_labels(class_labels) if class_labels else (None, None)
     if class_labels is not None:
         output = PROBABILITIES
@@ -265,7 +267,7 @@ def tabular_artifact(
     config = options.config(
         name,
         "onnxruntime",
-        inputs=(TensorConfig(INPUT_NAME, "FP32", config_dims((n_features,), mbs)),),
+        inputs=(model_input.config(mbs),),
         outputs=(TensorConfig(output, "FP32", config_dims((width,), mbs)),),
     )
     return Artifact(
@@ -276,15 +278,7 @@ def tabular_artifact(
         framework=framework,
         task="classification" if class_labels is not None else "regression",
         format="onnx",
-        inputs=[
-            TensorSpec(
-                name=INPUT_NAME,
-                datatype="FP32",
-                shape=[-1, n_features],
-                feature_names=feature_names,
-                meaning="one row of features per sample",
-            )
-        ],
+        inputs=[model_input.spec],
         outputs=[
             TensorSpec(
                 name=output,
@@ -298,6 +292,31 @@ def tabular_artifact(
         parity=ParityCase(inputs={INPUT_NAME: sample}, compare=compare),
         framework_versions=framework_versions,
         parity_hint=parity_hint,
+    )
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """The one input tensor: its manifest entry (shape with the batch axis as -1)."""
+
+    spec: TensorSpec
+
+    def config(self, max_batch_size: int) -> TensorConfig:
+        per_sample = tuple(self.spec.shape[1:])
+        return TensorConfig(
+            self.spec.name, self.spec.datatype, config_dims(per_sample, max_batch_size)
+        )
+
+
+def features_input(feature_names: list[str]) -> ModelInput:
+    return ModelInput(
+        TensorSpec(
+            name=INPUT_NAME,
+            datatype="FP32",
+            shape=[-1, len(feature_names)],
+            feature_names=feature_names,
+            meaning="one row of features per sample",
+        )
     )
 
 

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from conch_embedded.process import free_port
 from conch_embedded.redis_server import EmbeddedRedis
 from conch_embedded.triton_server import EmbeddedTriton
 
@@ -92,11 +91,6 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def triton(model_repository: Path) -> Iterator[EmbeddedTriton]:
     """One embedded Triton on free ports, serving the session's model repository."""
-    server = EmbeddedTriton(
-        model_repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
+    server = EmbeddedTriton.on_free_ports(model_repository)
     with server:
         yield server

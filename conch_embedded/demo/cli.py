@@ -4,6 +4,7 @@ project, slots and keys, write `.conch/demo.env`, and serve the whole stack."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +24,8 @@ from exporters.cli import InstanceKind, RepositoryOpt
 from exporters.errors import ExportError
 
 DEMO_ENV = "demo.env"
+# Where `POST /api/inference/models/load` reads files from in the demo (CONCH_IMPORT_DIR).
+DEMO_IMPORTS = "imports"
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +56,10 @@ def demo(
     except ExportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+
+    # Model import reads files from here only; an operator's own CONCH_IMPORT_DIR wins.
+    import_dir = Path(os.environ.setdefault("CONCH_IMPORT_DIR", str(state_dir() / DEMO_IMPORTS)))
+    import_dir.mkdir(parents=True, exist_ok=True)
 
     config = StackConfig(
         model_repository=repository,
@@ -88,6 +95,7 @@ def write_demo_env(
         "CONCH_TRITON_GRPC": stack.triton_grpc_url,
         "CONCH_DEMO_TABULAR_MODEL": models.tabular_classifier,
         "CONCH_DEMO_REGRESSOR_MODEL": models.tabular_regressor,
+        "CONCH_DEMO_TEXT_MODEL": models.text_classifier,
         "CONCH_DEMO_MLP_MODEL": models.mlp,
         "CONCH_DEMO_RECOMMENDER_MODELS": " ".join(models.recommenders.values()),
         "CONCH_API_KEY": seeded.predict_key,
@@ -95,6 +103,7 @@ def write_demo_env(
         "CONCH_PROJECT_ID": str(seeded.project_id),
         "CONCH_MODEL_IDS": " ".join(str(i) for i in seeded.model_ids.values()),
         "CONCH_DEMO_USER_IDS": " ".join(models.demo_user_ids),
+        "CONCH_IMPORT_DIR": os.environ.get("CONCH_IMPORT_DIR", str(state_dir() / DEMO_IMPORTS)),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")

@@ -1,7 +1,8 @@
 """The demo models `make run` serves: one per kind of model Conch handles.
 
 Everything is offline and seeded: scikit-learn's bundled datasets, a generated
-implicit-feedback dataset and a randomly initialised MLP. The triton names are
+implicit-feedback dataset, generated support tickets for a text classifier and
+a randomly initialised MLP. The triton names are
 recorded in `model_repository/.demo.json`; a second build that finds them all
 intact returns at once.
 """
@@ -16,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from exporters.config import InstanceKind
-from exporters.errors import ExportError
+from exporters.errors import ExportError, PublishedDifferentlyError
 from exporters.pipeline import ProgressHook, ServingOptions, StepRecord
 from exporters.repository import find_published
 from exporters.session import ExportSession
@@ -24,7 +25,8 @@ from exporters.session import ExportSession
 DEMO_INDEX = ".demo.json"
 # The trained source models, kept so anyone can compare Triton's answers with them.
 DEMO_SOURCES = ".demo-sources"
-DEMO_VERSION = 1
+# 2: the text classifier; an older index is rebuilt (the unchanged models are found again).
+DEMO_VERSION = 2
 MLP_FEATURES = 256
 MLP_HIDDEN = 1024
 MLP_CLASSES = 10
@@ -37,13 +39,20 @@ class DemoModels(BaseModel):
     demo_version: int = DEMO_VERSION
     tabular_classifier: str  # breast-cancer pipeline, predict_proba
     tabular_regressor: str  # diabetes random forest
+    text_classifier: str  # support-ticket topic, TF-IDF + logistic regression, BYTES input
     recommenders: dict[str, str]  # "ials", "item_knn"
     mlp: str  # ONNX, onnxruntime backend
     mlp_torchscript: str  # TorchScript, pytorch backend
     demo_user_ids: list[str]  # users with training history, for example requests
 
     def triton_names(self) -> list[str]:
-        names = [self.tabular_classifier, self.tabular_regressor, self.mlp, self.mlp_torchscript]
+        names = [
+            self.tabular_classifier,
+            self.tabular_regressor,
+            self.text_classifier,
+            self.mlp,
+            self.mlp_torchscript,
+        ]
         return names + list(self.recommenders.values())
 
 
@@ -83,6 +92,22 @@ def build_demo(
     report = progress or (lambda _: None)
     workdir = repository / DEMO_SOURCES
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        demo = _build(repository, workdir, report, instance_kind)
+    except PublishedDifferentlyError as exc:
+        # Published entries never change, so a demo built by an older Conch (whose
+        # configs differ from what this one writes) cannot be updated.
+        raise ExportError(
+            f"{exc}; the demo models in {repository} were built by an older Conch: "
+            "remove them (or pass another --repository) and run again"
+        ) from exc
+    _write_index(demo_index(repository, instance_kind), demo)
+    return demo
+
+
+def _build(
+    repository: Path, workdir: Path, report: DemoProgress, instance_kind: InstanceKind
+) -> DemoModels:
     with ExportSession(repository) as session:
 
         def hook(model: str) -> ProgressHook:
@@ -94,18 +119,18 @@ def build_demo(
 
         classifier = _tabular_classifier(workdir, session, hook("tabular_classifier"))
         regressor = _tabular_regressor(workdir, session, hook("tabular_regressor"))
+        text = _text_classifier(workdir, session, hook("text_classifier"))
         recommenders, users = _recommenders(workdir, session, hook)
         mlp, mlp_torchscript = _mlps(workdir, session, hook, instance_kind)
-    demo = DemoModels(
+    return DemoModels(
         tabular_classifier=classifier,
         tabular_regressor=regressor,
+        text_classifier=text,
         recommenders=recommenders,
         mlp=mlp,
         mlp_torchscript=mlp_torchscript,
         demo_user_ids=users,
     )
-    _write_index(demo_index(repository, instance_kind), demo)
-    return demo
 
 
 def _tabular_classifier(workdir: Path, session: ExportSession, progress: ProgressHook) -> str:
@@ -155,6 +180,37 @@ def _tabular_regressor(workdir: Path, session: ExportSession, progress: Progress
         repository=session.repository,
         sample=x_test.astype(np.float32),
         feature_names=[str(n) for n in data.feature_names],
+        session=session,
+        progress=progress,
+    ).triton_name
+
+
+def _text_classifier(workdir: Path, session: ExportSession, progress: ProgressHook) -> str:
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from conch_embedded.demo.text_data import generate_tickets
+    from exporters.sklearn_exporter import export_sklearn
+
+    tickets = generate_tickets()
+    split = len(tickets.texts) * 3 // 4
+    model = Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(ngram_range=(1, 2))),
+            ("clf", LogisticRegression(max_iter=1000)),
+        ]
+    ).fit(tickets.texts[:split], tickets.topics[:split])
+    path = workdir / "support_tickets.joblib"
+    joblib.dump(model, path)
+    holdout = tickets.texts[split:]
+    (workdir / "support_tickets_holdout.txt").write_text("\n".join(holdout) + "\n")
+    return export_sklearn(
+        path,
+        name="support-ticket-topic",
+        repository=session.repository,
+        sample=holdout,
         session=session,
         progress=progress,
     ).triton_name

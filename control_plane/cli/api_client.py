@@ -8,6 +8,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from conch.client import Client, ConchError
 from conch_manifest.locations import default_control_plane_url, state_dir
 
 console = Console()
@@ -45,28 +46,17 @@ def call(
 ) -> Any:
     """Send one request; print and return the JSON body, or exit 1 with the error message."""
     try:
-        response = httpx.request(
-            method,
-            url.rstrip("/") + path,
-            json=json,
-            params=params,
-            headers={"X-API-Key": api_key},
-            timeout=30,
-        )
+        with Client(url, api_key, timeout_s=30) as conch:
+            body = conch.request(method, path, json=json, params=params)
     except httpx.TransportError as exc:
         err_console.print(f"[red]cannot reach {url}: {exc}[/red]", highlight=False)
         raise typer.Exit(1) from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"message": response.text}
-    if response.is_error:
-        message = body.get("message", response.reason_phrase) if isinstance(body, dict) else body
-        err_console.print(f"[red]{response.status_code}: {message}[/red]", highlight=False)
-        hint = missing_scope_hint(body) if response.status_code == 403 else None
+    except ConchError as exc:
+        err_console.print(f"[red]{exc.status}: {exc.message}[/red]", highlight=False)
+        hint = missing_scope_hint({"details": exc.details}) if exc.status == 403 else None
         if hint is not None:
             err_console.print(hint, markup=False, highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from exc
     console.print_json(data=body)
     return body
 

@@ -118,15 +118,27 @@ def models_register(
         str | None,
         typer.Option("--name", help="The export's --name: registers its newest export."),
     ] = None,
+    project: Annotated[
+        int | None,
+        typer.Option(
+            "--project",
+            help="Register into this project id: its keys see the model. Required with a "
+            "key restricted to a project.",
+        ),
+    ] = None,
 ) -> None:
     """Register model_repository/<TRITON_NAME>, or the newest export of --name, from its
-    manifest (hashes verified). Needs the write scope and a key for no single project."""
+    manifest (hashes verified). Needs the write scope; without --project, a key for no
+    single project."""
     if (triton_name is None) == (name is None):
         err_console.print("give either TRITON_NAME or --name (exactly one)", highlight=False)
         raise typer.Exit(2)
     if name is not None:
         triton_name = _newest_export_or_exit(repository, name)
-    call("POST", url, api_key, "/api/v1/models", json={"triton_name": triton_name})
+    body: dict[str, object] = {"triton_name": triton_name}
+    if project is not None:
+        body["project_id"] = project
+    call("POST", url, api_key, "/api/v1/models", json=body)
 
 
 def _newest_export_or_exit(repository: Path, name: str) -> str:
@@ -190,8 +202,8 @@ def models_metrics(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None
 
 @models_app.command("delete")
 def models_delete(model_id: int, url: UrlOption, api_key: ApiKeyOption) -> None:
-    """Unregister a model no slot uses; every replica unloads it (write scope, a key for no
-    single project)."""
+    """Unregister a model no slot uses; every replica unloads it (write scope; a key of a
+    project deletes only models registered into that project)."""
     call("DELETE", url, api_key, f"/api/v1/models/{model_id}")
 
 

@@ -129,11 +129,11 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(
         5.0,
         gt=0,
-        description="how long a replica trusts cached routing tables and model runtimes "
+        description="how long a replica trusts cached routing tables and model handles "
         "when an event that should have dropped them was lost",
     )
     runtime_cache_max_entries: int = Field(
-        256, ge=1, description="model runtimes (input shapes, labels) one process caches"
+        256, ge=1, description="model handles (input shapes, labels) one process caches"
     )
     # Manifests of a registered name never change: entries leave on `model_deleted`.
     manifest_cache_max_entries: int = Field(
@@ -146,6 +146,23 @@ class Settings(BaseSettings):
     )
     readiness_triton_timeout_s: float = Field(
         2.0, gt=0, description="`/inference/ready` is 503 when Triton's index takes longer"
+    )
+    # `/api/inference/health` (seed 002) judges measured figures against these.
+    health_memory_degraded_percent: float = Field(
+        95.0, gt=0, le=100, description="host memory in use at or above which health is degraded"
+    )
+    health_error_rate_degraded: float = Field(
+        0.05,
+        gt=0,
+        description="share of failed predictions over the recent window at or above which "
+        "health is degraded (above 1: never)",
+    )
+    # Triton answers its index and statistics slowly while it loads models.
+    monitoring_triton_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="seed 002's metrics report a Triton figure (models ready, memory) as "
+        "null when Triton takes longer to give it",
     )
 
     # --- limits: request size and rate ---
@@ -273,6 +290,28 @@ class Settings(BaseSettings):
     # Each stays unloaded by reconciliation: memory must stay flat however many are deleted.
     deleted_models_remembered: int = Field(
         4096, ge=1, description="deleted model names refused by each replica (oldest forgotten)"
+    )
+
+    # --- model import: `POST /api/inference/models/load` exports a file the server reads ---
+    # Unset, the endpoint is off: a server must not read files it was not told it may.
+    import_dir: Path | None = Field(
+        None, description="directory model files are imported from; unset: import is off"
+    )
+    # Unpickling runs code stored in the file, with the control plane's rights.
+    allow_pickle_import: bool = Field(
+        False, description="also import pickles/joblib files (sklearn, pickled boosters)"
+    )
+    import_wait_s: float = Field(
+        120.0, gt=0, description="an import still exporting after this answers 202 and a job id"
+    )
+    import_timeout_s: float = Field(
+        900.0, gt=0, description="an export child process running longer than this is killed"
+    )
+    import_concurrency: int = Field(
+        2, ge=1, description="exports run at once (each starts a private parity Triton)"
+    )
+    import_jobs_remembered: int = Field(
+        256, ge=1, description="finished import jobs kept for polling (oldest dropped)"
     )
 
     @field_validator("rate_limit", "rate_limit_fallback")

@@ -54,6 +54,14 @@ class Model(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     load_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The project the model was registered into: its keys see it (keys/access.py).
+    # None: a global model, seen by unrestricted keys and by projects whose slots name
+    # it. Deleting the project makes the model global rather than deleting it: a
+    # database cascade would unregister it without a model_deleted event or an audit
+    # entry, and would fail outright if another project's slot serves it.
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), default=None, index=True
+    )
 
 
 class DeploymentSlot(Base):
@@ -131,3 +139,24 @@ class AuditLog(Base):
     target_id: Mapped[str] = mapped_column(String(60))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class EngineConfig(Base):
+    """Seed 002's engine configuration, one row (id 1) for every replica; no row means
+    every setting is at its default. Each field is None at its default: a model's own
+    exported batching, no concurrency limit, `max_loaded_models` from the settings.
+    `revision` grows by one per change, so a replica never applies an older row it read
+    late over a newer one it already applied (control_plane/lifecycle/tuning.py)."""
+
+    __tablename__ = "engine_config"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The dynamic batcher's target batch, capped per model by its export's max_batch_size.
+    max_batch_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Triton's max_queue_delay_microseconds (the API speaks milliseconds).
+    batch_timeout_us: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer, default=None)
+    model_cache_size: Mapped[int | None] = mapped_column(Integer, default=None)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -51,7 +51,16 @@ class SlotChanged(BaseEvent):
     active: bool
 
 
+class EngineConfigChanged(BaseEvent):
+    """The engine configuration row changed: every replica reads it from SQL and applies
+    it (reloading its loaded models with the new batching), newer revisions only."""
+
+    type: Literal["engine_config_changed"] = "engine_config_changed"
+    revision: int
+
+
 Event = Annotated[
-    KeyRevoked | ModelTrained | ModelDeleted | SlotChanged, Field(discriminator="type")
+    KeyRevoked | ModelTrained | ModelDeleted | SlotChanged | EngineConfigChanged,
+    Field(discriminator="type"),
 ]
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)

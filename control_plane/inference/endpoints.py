@@ -5,13 +5,15 @@ handler (`handlers.py`) and documentation. The prediction fast lane (`lane.py`)
 compiles the table into its path patterns; `include_endpoints` builds the FastAPI
 routes from it, which document the endpoints in /docs and serve them when
 `CONCH_FAST_LANE=false`. A new endpoint or policy is written here and nowhere else.
+Another door declares its own table of `Endpoint`s (seed 002's predictions:
+`engine_api/predict_routes.py`) and the app hands the lane every table.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -42,7 +44,8 @@ from control_plane.keys.access import Policy
 from control_plane.keys.deps import PREDICT_MODEL, PREDICT_PROJECT
 from control_plane.keys.schemas import Principal
 
-Handler = Callable[[Components, Principal, int, Any], Awaitable[Payload]]
+# (components, the admitted key, the id in the path or None, the validated body)
+Handler = Callable[[Components, Principal, Any, Any], Awaitable[Payload]]
 
 # The path parameter each resource is, as FastAPI validates it.
 _PATH_TYPES: dict[str, Any] = {"model_id": ModelIdPath, "project_id": ProjectIdPath}
@@ -56,7 +59,9 @@ def _bad_request_and_triton() -> dict[int | str, dict[str, Any]]:
 class Endpoint:
     name: str  # of the FastAPI route (its OpenAPI operationId starts with it)
     method: str
-    path: str  # a template whose one parameter is the policy's resource
+    # A template whose one parameter is the policy's resource; or, for a policy on
+    # "any" (the model is named in the body, the handler checks it), no parameter.
+    path: str
     body: type[RequestBody]
     policy: Policy
     handler: Handler
@@ -66,8 +71,18 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         # The lane authorizes the id it finds in the path: it must be the policy's.
-        if re.findall(r"\{(\w+)\}", self.path) != [self.policy.resource]:
-            raise ValueError(f"{self.path} must name exactly {{{self.policy.resource}}}")
+        expected = [] if self.policy.resource == "any" else [self.policy.resource]
+        if re.findall(r"\{(\w+)\}", self.path) != expected:
+            raise ValueError(
+                f"{self.path} must name exactly {{{self.policy.resource}}}"
+                if expected
+                else f"{self.path} must name no path parameter (its policy is on 'any')"
+            )
+
+    @property
+    def path_resource(self) -> str | None:
+        """The path parameter the policy authorizes, if the path has one."""
+        return None if self.policy.resource == "any" else self.policy.resource
 
 
 ENDPOINTS = (
@@ -114,9 +129,9 @@ ENDPOINTS = (
 )
 
 
-def include_endpoints(router: APIRouter) -> None:
+def include_endpoints(router: APIRouter, endpoints: Sequence[Endpoint] = ENDPOINTS) -> None:
     """Adds to `router`, as FastAPI routes, the endpoints under its prefix."""
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints:
         if endpoint.path.startswith(router.prefix + "/"):
             router.add_api_route(
                 endpoint.path.removeprefix(router.prefix),
@@ -132,19 +147,23 @@ def include_endpoints(router: APIRouter) -> None:
 def _route_function(endpoint: Endpoint) -> Callable[..., Awaitable[OrjsonResponse]]:
     """An endpoint function whose signature tells FastAPI the path id, the body, the
     policy and the components, and which answers with the handler's payload."""
-    handler, resource = endpoint.handler, endpoint.policy.resource
+    handler, resource = endpoint.handler, endpoint.path_resource
 
     async def route(**arguments: Any) -> OrjsonResponse:
         principal, components = arguments["key"], arguments["components"]
-        return OrjsonResponse(
-            await handler(components, principal, arguments[resource], arguments["body"])
-        )
+        resource_id = None if resource is None else arguments[resource]
+        return OrjsonResponse(await handler(components, principal, resource_id, arguments["body"]))
 
     parameter = inspect.Parameter.KEYWORD_ONLY
+    path_parameters = (
+        []
+        if resource is None
+        else [inspect.Parameter(resource, parameter, annotation=_PATH_TYPES[resource])]
+    )
     route.__name__ = endpoint.name
     route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
-            inspect.Parameter(resource, parameter, annotation=_PATH_TYPES[resource]),
+            *path_parameters,
             inspect.Parameter("body", parameter, annotation=endpoint.body),
             inspect.Parameter(
                 "key", parameter, annotation=Annotated[Principal, Depends(endpoint.policy)]

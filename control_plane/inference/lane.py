@@ -19,6 +19,7 @@ Triton work (`RateLimiter.hit` answers it at once).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -50,28 +51,44 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\{\w+\\\}", lambda _: _ID, re.escape(template)))
 
 
-ROUTES = tuple(LaneRoute(e.method, _pattern(e.path), e) for e in ENDPOINTS)
-_METHODS = frozenset(route.method for route in ROUTES)
+class LaneTable:
+    """Endpoints compiled to path patterns; `match` finds one and the id in its path."""
+
+    def __init__(self, endpoints: Sequence[Endpoint]) -> None:
+        self.routes = tuple(LaneRoute(e.method, _pattern(e.path), e) for e in endpoints)
+        self._methods = frozenset(route.method for route in self.routes)
+
+    def match(self, method: str, path: str) -> tuple[Endpoint, int | None] | None:
+        if method not in self._methods:
+            return None
+        for route in self.routes:
+            found = route.path.fullmatch(path)
+            if found is not None and route.method == method:
+                return route.endpoint, int(found.group(1)) if found.groups() else None
+        return None
+
+
+_TABLE = LaneTable(ENDPOINTS)
+ROUTES = _TABLE.routes
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def match(method: str, path: str) -> tuple[Endpoint, int] | None:
-    if method not in _METHODS:
-        return None
-    for route in ROUTES:
-        found = route.path.fullmatch(path)
-        if found is not None and route.method == method:
-            return route.endpoint, int(found.group(1))
-    return None
+def match(method: str, path: str) -> tuple[Endpoint, int | None] | None:
+    """The seed-000 table's match (`PredictionLane` serves the tables it is given)."""
+    return _TABLE.match(method, path)
 
 
 class PredictionLane:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, extra_endpoints: Sequence[Endpoint] = ()) -> None:
+        """Serves `ENDPOINTS` and `extra_endpoints` (other doors' tables)."""
         self.app = app
+        self._table = LaneTable((*ENDPOINTS, *extra_endpoints)) if extra_endpoints else _TABLE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = match(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        matched = (
+            self._table.match(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        )
         components: Components | None = (
             getattr(scope["app"].state, "components", None) if matched else None
         )
@@ -106,7 +123,7 @@ class PredictionLane:
 async def _serve(
     components: Components,
     endpoint: Endpoint,
-    resource_id: int,
+    resource_id: int | None,
     scope: Scope,
     receive: Receive,
     max_bytes: int,

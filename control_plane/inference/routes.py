@@ -7,9 +7,7 @@ from collections.abc import Awaitable
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane.core.components import ComponentsDep
@@ -17,6 +15,7 @@ from control_plane.core.errors import DEFAULT_RETRY_AFTER_S, TritonError, retry_
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.settings import Settings
 from control_plane.db.models import Model
+from control_plane.db.probes import answers, sql_ping
 from control_plane.db.session import SessionDep
 from control_plane.events.bus import EventBus
 from control_plane.inference.endpoints import include_endpoints
@@ -40,11 +39,7 @@ include_endpoints(router)
 
 
 async def _check(probe: Awaitable[object], timeout_s: float) -> str:
-    try:
-        await asyncio.wait_for(probe, timeout_s)
-    except (TimeoutError, OSError, SQLAlchemyError, RedisError):
-        return "down"
-    return "ok"
+    return "ok" if await answers(probe, timeout_s) else "down"
 
 
 @router.get(
@@ -63,7 +58,7 @@ async def health(app: ComponentsDep) -> OrjsonResponse:
     triton_live = await triton.is_live()
     components = {
         "triton": "ok" if triton_live else "down",
-        "sql": await _check(_sql_ping(app.get(AsyncEngine)), probe_s),
+        "sql": await _check(sql_ping(app.get(AsyncEngine)), probe_s),
         "redis": "not_configured" if redis is None else await _check(redis.ping(), probe_s),
         "listener": "not_configured"
         if events.redis is None
@@ -84,11 +79,6 @@ async def health(app: ComponentsDep) -> OrjsonResponse:
     status = "healthy" if healthy else "degraded"
     loaded = len(await triton.ready_models())
     return OrjsonResponse({"status": status, "loaded_models": loaded, **body})
-
-
-async def _sql_ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
 
 
 @router.get(

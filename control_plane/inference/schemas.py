@@ -8,12 +8,12 @@ from pydantic import BaseModel, Field
 
 from conch_manifest.schema import ClassLabel
 from control_plane.core.types import RequestBody
+from control_plane.model_core.inputs import MAX_ROWS
 
 # Constants, not settings: they are the request contract of seed 000, published in
 # the OpenAPI schema, and must be the same on every replica.
 MAX_CUTOFF = 1000
 MAX_BATCH_USERS = 100
-MAX_ROWS = 1000
 
 
 class PredictRequest(RequestBody):
@@ -47,7 +47,7 @@ class ProjectPredictResponse(PredictResponse):
 
 
 class TabularPredictRequest(RequestBody):
-    data: list[list[float]] = Field(min_length=1, max_length=MAX_ROWS)
+    data: list[list[float]] = Field(min_length=1, max_length=MAX_ROWS)  # the core's limit too
 
 
 class TabularPredictResponse(BaseModel):

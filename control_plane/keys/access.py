@@ -8,9 +8,12 @@ policies. The rules:
 
 - a key needs the route's scope (admin implies every scope), else 403;
 - a key restricted to project P acts only inside P: a project, slot, model or
-  key outside P answers exactly like one that does not exist (404);
-- global operations (register or delete a model, create a project, the engine's
-  status) need a key restricted to no project, else 403;
+  key outside P answers exactly like one that does not exist (404). P's models are
+  those registered into P and those P's slots name (`visible_model_ids`);
+- global operations (create a project, the engine's status; register a model
+  into no project, delete a model P does not own) need a key restricted to no
+  project, else 403. A key of P may register models into P and delete those it
+  owns (`ensure_may_register`, `ensure_owns_model`);
 - a key creates keys at most as powerful as itself (`keys/service.py`).
 """
 
@@ -43,6 +46,8 @@ from control_plane.core.types import ResourceId
 from control_plane.db.models import ApiKey, DeploymentSlot
 from control_plane.keys.schemas import Principal, Scope
 from control_plane.keys.verifier import KeyVerifier
+from control_plane.model_core.catalog import ModelCatalog
+from control_plane.model_core.handle import ModelHandle
 from control_plane.ratelimit.limiter import RateLimiter, RateLimitResult
 from control_plane.routing.cache import RoutingCache
 
@@ -128,6 +133,18 @@ class Policy:
             ) from None
 
 
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request presents: `X-API-Key`, else `Authorization: Bearer <key>`
+    (what KServe, OpenAI and most HTTP clients send). `headers` reads lower-case names."""
+    key = headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
+
+
 class _PublicPolicy(Policy):
     async def __call__(self, request: Request) -> None:  # type: ignore[override]
         return None  # no key, no security scheme in OpenAPI
@@ -141,14 +158,50 @@ def ensure_project(principal: Principal, project_id: int) -> None:
         raise project_not_found(project_id)
 
 
+def ensure_may_register(principal: Principal, project_id: int | None) -> None:
+    """Registering into no project is global (403 for a restricted key); into another
+    project than the key's, 404 as for a project that does not exist."""
+    if principal.project_id is None:
+        return
+    if project_id is None:
+        raise PermissionDeniedError(
+            "registering a model into no project needs an API key that is not restricted "
+            f"to a project; set project_id to {principal.project_id}",
+            project_id=principal.project_id,
+        )
+    ensure_project(principal, project_id)
+
+
+def ensure_owns_model(principal: Principal, model_id: int, owner: int | None) -> None:
+    """For a model the key already may see (policy `model_id`): changing the registry
+    entry itself needs the model to be registered into the key's project; a model its
+    slots merely name is someone else's (403, as for any global operation)."""
+    if principal.project_id is not None and owner != principal.project_id:
+        raise PermissionDeniedError(
+            f"model {model_id} is not registered into project {principal.project_id}; "
+            "this operation needs an API key that is not restricted to a project",
+            project_id=principal.project_id,
+            model_id=model_id,
+        )
+
+
 async def visible_model_ids(components: Components, principal: Principal) -> frozenset[int] | None:
-    """The models a key may see: those its project's slots name (active or not); None
-    for a key restricted to no project (every model)."""
+    """The models a key may see: those registered into its project and those its
+    project's slots name (active or not); None for a key restricted to no project
+    (every model). Read from the routing cache: no SQL on the hot path."""
     if principal.project_id is None:
         return None
     routing = components.get(RoutingCache)
     sessionmaker = components.get(async_sessionmaker)
     return (await routing.routes(sessionmaker, principal.project_id)).model_ids
+
+
+async def visible_model(components: Components, principal: Principal, ref: str) -> ModelHandle:
+    """The model `ref` names (a Conch id, a Triton name or a registered name: the
+    newest the key may see); an invisible model answers exactly as an unknown one."""
+    visible = await visible_model_ids(components, principal)
+    catalog = components.get(ModelCatalog)
+    return await catalog.resolve(components.get(async_sessionmaker), ref, visible=visible)
 
 
 async def ensure_model(components: Components, principal: Principal, model_id: int) -> None:

@@ -24,7 +24,7 @@ from control_plane.core.components import components_of
 from control_plane.core.errors import RateLimitExceededError, UnsupportedMediaTypeError
 from control_plane.core.openapi_errors import error_responses
 from control_plane.core.request_id import add_response_headers
-from control_plane.keys.access import PUBLIC, Policy
+from control_plane.keys.access import PUBLIC, Policy, presented_key
 from control_plane.keys.schemas import Principal
 from control_plane.ratelimit.limiter import RateLimitResult
 
@@ -114,7 +114,7 @@ class GuardedRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             if not policy.is_public:
                 components = components_of(request)
-                token = request.headers.get("x-api-key")
+                token = presented_key(request.headers)
                 principal, limit_check = await policy.admit(components, token)
                 if limit_check is not None:
                     enforce_rate_limit(await limit_check)

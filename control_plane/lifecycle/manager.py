@@ -6,6 +6,11 @@ request that wants it (single-flight), and each request waits for it only as lon
 as its deadline allows, then gets 503 + Retry-After while the load goes on.
 Pinned models (those in an active slot) are never evicted; the others are
 unloaded least-recently-used beyond `max_loaded`.
+
+Every load passes the engine configuration (seed 002, `tuning.py`) as Triton's
+config override, so a model loaded first, again after an eviction, or after a
+restart always runs with the stored batching; `ensure` also refuses a request
+beyond the configured `max_concurrent_requests` (503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from control_plane.core.settings import default
 from control_plane.lifecycle.queue import LoadQueue
 from control_plane.lifecycle.registered import RegistrationGuard, record_load_error
 from control_plane.lifecycle.status import LoadState, ModelStatus
+from control_plane.lifecycle.tuning import EngineTuning, override_json
 from control_plane.lifecycle.warmup import warm
 from control_plane.manifests.store import ManifestStore
 from control_plane.triton.client import TritonGateway
@@ -43,6 +50,14 @@ logger = logging.getLogger(__name__)
 
 class ModelLoadingError(ServiceUnavailableError):
     """The model is being loaded and will not be ready within this request's deadline."""
+
+
+class EngineBusyError(ServiceUnavailableError):
+    """This replica already has `max_concurrent_requests` requests inside Triton."""
+
+
+# A request refused for concurrency is worth retrying almost at once.
+_BUSY_RETRY_AFTER_S = 1.0
 
 
 class ModelLifecycle:
@@ -66,6 +81,17 @@ class ModelLifecycle:
         self.sessionmaker = sessionmaker
         self.repository = repository
         self.max_loaded = max_loaded
+        self.default_max_loaded = max_loaded  # when the engine config sets no cache size
+        # The engine configuration applied here (lifecycle/engine.py sets it) and the
+        # restart generation: both go into every load's config override.
+        self.tuning = EngineTuning()
+        self.generation = 0
+        # Explicit reloads per model: Triton ignores a load whose config it already
+        # serves, so each reload changes the generation the override carries.
+        self._reloads: Counter[str] = Counter()
+        self.tuning_lock = asyncio.Lock()
+        # Loaded models whose reload with the configuration failed: retried each pass.
+        self.untuned: set[str] = set()
         self.request_wait_s = request_wait_s
         self.load_timeout_s = load_timeout_s
         # A failed load is retried automatically after retry_min_s, doubling to retry_max_s.
@@ -117,6 +143,7 @@ class ModelLifecycle:
         deleted = self.registration.is_deleted(name)
         if status is not None and status.state is LoadState.ready and not deleted:
             status.touch()
+            self._admit()
             return
         if deleted:  # 404 even while Triton still has it, unless registered again since
             await self.registration.check(name)
@@ -124,6 +151,21 @@ class ModelLifecycle:
         status.touch()  # a cold model being asked for is the most recently used
         metrics.increment("lifecycle.on_demand_loads")
         await self.wait_loaded(name, self.request_wait_s)
+        self._admit()
+
+    def _admit(self) -> None:
+        """Seed 002's max_concurrent_requests, counted as requests inside Triton through
+        this replica's gateway (every door's inference passes here). The gateway counts
+        the request in the same step `ensure` returns in: no other request can slip in."""
+        limit = self.tuning.max_concurrent_requests
+        if limit is not None and self.triton.in_flight.total() >= limit:
+            metrics.increment("lifecycle.concurrency_refusals")
+            raise EngineBusyError(
+                f"this replica is serving its maximum of {limit} concurrent requests; "
+                "retry shortly",
+                retry_after_s=_BUSY_RETRY_AFTER_S,
+                max_concurrent_requests=limit,
+            )
 
     def forget(self, name: str) -> None:
         """Triton says the model is not loaded (restart, someone else unloaded it)."""
@@ -178,7 +220,8 @@ class ModelLifecycle:
                     repository_error=reason,
                 )
             try:
-                await self.triton.load(name, self.load_timeout_s)
+                self._reloads[name] += 1
+                await self._triton_load(name)
                 await self._warm(name)
             except (ModelLoadError, TritonError) as exc:
                 if not isinstance(exc, TritonUnavailableError | TritonTimeoutError):
@@ -237,7 +280,7 @@ class ModelLifecycle:
             started = time.monotonic()
             try:
                 self._refuse_bad_entry(name)
-                await self.triton.load(name, self.load_timeout_s)
+                await self._triton_load(name)
                 await self._warm(name)
             except (TritonUnavailableError, TritonTimeoutError) as exc:
                 # Triton itself is the problem, not the model: no backoff, no record.
@@ -253,6 +296,7 @@ class ModelLifecycle:
                 status.state = LoadState.unloaded
                 raise
             status.mark_ready()
+            self.untuned.discard(name)  # loaded with the configuration in force
             if status.last_used == 0.0:
                 status.last_used = time.monotonic()  # loaded now: not the first to evict
         elapsed = time.monotonic() - started
@@ -261,6 +305,35 @@ class ModelLifecycle:
         logger.info("loaded and warmed %s in %.2fs", name, elapsed)
         await self._record_error(name, None)
         self._spawn(self.evict())
+
+    async def _triton_load(self, name: str) -> None:
+        """Every load, with the engine configuration as Triton's config override."""
+        # Both counters only grow: each restart or reload gives the model a new value.
+        generation = self.generation + self._reloads[name]
+        config = await asyncio.to_thread(
+            override_json, self.repository, name, self.tuning, generation
+        )
+        await self.triton.load(name, self.load_timeout_s, config=config)
+
+    async def retune(self, name: str) -> bool:
+        """Load a ready model again with the current engine configuration; False when
+        it is not loaded (its next load applies the configuration anyway).
+
+        Triton swaps it in place: the old copy serves until the new one is ready, and
+        stays if Triton refuses the new config, so a refusal leaves the model serving.
+        """
+        status = self.status(name)
+        async with self._lock(name):
+            if status.state is not LoadState.ready:
+                return False
+            await self._triton_load(name)
+            try:
+                await self._warm(name)
+            except TritonError as exc:  # the new copy cannot infer: it must not serve
+                await self._fail(status, exc.message)
+                raise
+        self.untuned.discard(name)
+        return True
 
     def _refuse_bad_entry(self, name: str) -> None:
         reason = self.bad_entries.get(name)

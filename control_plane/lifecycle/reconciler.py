@@ -7,7 +7,9 @@ them back, and scans the model repository: bad entries are reported and skipped,
 never a failed pass. A pass runs at start, after every (re)subscription to Redis
 (events sent while disconnected are lost), on `slot_changed`, when Triton is
 reachable again after an outage (a restarted Triton is empty), and every
-`interval_s`, so a lost event delays convergence by at most one period.
+`interval_s`, so a lost event delays convergence by at most one period. Each
+pass also applies the engine configuration row (seed 002) before any load, so
+`engine_config_changed` only wakes it, as `slot_changed` does.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ from control_plane.core.settings import default
 from control_plane.core.tasks import cancel_and_wait
 from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import EventBus
-from control_plane.events.schemas import ModelDeleted, ModelTrained, SlotChanged
+from control_plane.events.schemas import (
+    EngineConfigChanged,
+    ModelDeleted,
+    ModelTrained,
+    SlotChanged,
+)
+from control_plane.lifecycle.engine import apply_tuning
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.repository import RepositoryScanner
 from control_plane.lifecycle.status import LoadState
+from control_plane.lifecycle.tuning import stored_tuning
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +114,7 @@ class Reconciler:
         events.on("model_trained", self.on_model_trained)
         events.on("model_deleted", self.on_model_deleted)
         events.on("slot_changed", self.on_slot_changed)
+        events.on("engine_config_changed", self.on_engine_config_changed)
         events.on_subscribe(self.wake)
 
     def wake(self) -> None:
@@ -126,6 +136,11 @@ class Reconciler:
     async def on_slot_changed(self, event: SlotChanged) -> None:
         metrics.increment("lifecycle.events.slot_changed")
         self.wake()
+
+    async def on_engine_config_changed(self, event: EngineConfigChanged) -> None:
+        metrics.increment("lifecycle.events.engine_config_changed")
+        if event.revision > self.lifecycle.tuning.revision:
+            self.wake()  # the pass reads the row itself: SQL, not the event, is the truth
 
     def start(self) -> None:
         if self._task is None:
@@ -178,6 +193,7 @@ class Reconciler:
         async with self.sessionmaker() as session:
             rows = (await session.execute(select(Model.id, Model.triton_name))).all()
             pinned = await pinned_models(session)
+            tuning = await stored_tuning(session)
         registered = {name: model_id for model_id, name in rows}
         lifecycle = self.lifecycle
         lifecycle.pinned = frozenset(pinned)
@@ -188,6 +204,9 @@ class Reconciler:
         gone = (lifecycle.registration.deleted() | set(lifecycle.statuses)) - registered.keys()
         index = await lifecycle.triton.repository_index([*registered, *gone])
         adopt(lifecycle, index, registered)
+        # After adopt (models a previous process loaded are retuned too), before any
+        # load below (each reads it).
+        await apply_tuning(lifecycle, tuning)
 
         fresh = set() if known is None else registered.keys() - known
         for name in fresh:

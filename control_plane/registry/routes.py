@@ -6,7 +6,9 @@ Load components, load/unload/reload and metrics concern the answering replica's 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, status
 
 from control_plane.core.components import ComponentsDep
 from control_plane.core.errors import ConflictError, TritonError
@@ -16,14 +18,14 @@ from control_plane.core.types import ModelIdPath
 from control_plane.db.audit import audit
 from control_plane.db.models import Model
 from control_plane.db.session import SessionDep
-from control_plane.keys.access import visible_model_ids
-from control_plane.keys.deps import (
-    GuardedRoute,
-    ReadAnyKey,
-    ReadModelKey,
-    WriteGlobalKey,
-    WriteModelKey,
+from control_plane.keys.access import (
+    Policy,
+    ensure_may_register,
+    ensure_owns_model,
+    visible_model_ids,
 )
+from control_plane.keys.deps import GuardedRoute, ReadAnyKey, ReadModelKey, WriteModelKey
+from control_plane.keys.schemas import Principal
 from control_plane.lifecycle.deps import LifecycleDep
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.schemas import ModelMetrics
@@ -33,6 +35,9 @@ from control_plane.registry import service
 from control_plane.registry.schemas import ModelInfo, ModelRead, ModelRegister
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=GuardedRoute)
+
+# Registration names its project in the body: `ensure_may_register` decides there.
+WriteAnyKey = Annotated[Principal, Depends(Policy("write", "any"))]
 
 
 def _with_status(lifecycle: ModelLifecycle, model: Model, **details: object) -> ModelInfo:
@@ -55,11 +60,29 @@ async def _info(components: ComponentsDep, model: Model) -> ModelInfo:
 
 @router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(404, 409))
 async def register_model(
-    body: ModelRegister, key: WriteGlobalKey, session: SessionDep, components: ComponentsDep
+    body: ModelRegister, key: WriteAnyKey, session: SessionDep, components: ComponentsDep
 ) -> ModelRead:
-    manifests = components.get(ManifestStore)
-    model = await service.register_model(session, manifests, body.triton_name)
-    audit(session, key.key_id, "model.register", "model", model.id, triton_name=body.triton_name)
+    """Register model_repository/<triton_name>, into `project_id` if given. A key
+    restricted to a project registers into that project only; into no project needs
+    a key restricted to none (403)."""
+    ensure_may_register(key, body.project_id)
+    model = await service.register_model(
+        session,
+        components.get(ManifestStore),
+        body.triton_name,
+        project_id=body.project_id,
+        visible=await visible_model_ids(components, key),
+    )
+    into = {} if body.project_id is None else {"project_id": body.project_id}
+    audit(
+        session,
+        key.key_id,
+        "model.register",
+        "model",
+        model.id,
+        triton_name=body.triton_name,
+        **into,
+    )
     return ModelRead.model_validate(model)
 
 
@@ -67,7 +90,8 @@ async def register_model(
 async def list_models(
     key: ReadAnyKey, session: SessionDep, components: ComponentsDep
 ) -> list[ModelInfo]:
-    """Every registered model; a project-restricted key sees its project's models only."""
+    """Every registered model; a project-restricted key sees its project's models only
+    (registered into it, or named by its slots)."""
     models = await service.list_models(session)
     visible = await visible_model_ids(components, key)
     if visible is not None:
@@ -86,8 +110,10 @@ async def read_model(
 @router.delete(
     "/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404, 409)
 )
-async def delete_model(model_id: ModelIdPath, key: WriteGlobalKey, session: SessionDep) -> None:
-    """Unregister; every replica unloads it (model_deleted, and reconciliation)."""
+async def delete_model(model_id: ModelIdPath, key: WriteModelKey, session: SessionDep) -> None:
+    """Unregister; every replica unloads it (model_deleted, and reconciliation). A key
+    restricted to a project deletes only models registered into that project."""
+    ensure_owns_model(key, model_id, (await service.get_model(session, model_id)).project_id)
     model = await service.delete_model(session, model_id)
     audit(session, key.key_id, "model.delete", "model", model_id, triton_name=model.triton_name)
 

@@ -5,13 +5,18 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from conch_manifest.names import ModelName
-from control_plane.core.types import RequestBody
+from control_plane.core.types import RequestBody, ResourceId
 
 
 class ModelRegister(RequestBody):
     # The exporters' own rule (Triton's plus Conch's): nothing that leads out of the
     # repository ('..', 'a/b') or into a hidden directory reaches the filesystem.
     triton_name: ModelName = Field(description="Directory name in the model repository")
+    project_id: ResourceId | None = Field(
+        None,
+        description="The project to register into: its keys see the model. None: a global "
+        "model (needs a key restricted to no project).",
+    )
 
 
 class ModelRead(BaseModel):
@@ -25,6 +30,7 @@ class ModelRead(BaseModel):
     manifest_sha256: str
     created_at: datetime
     load_error: str | None
+    project_id: int | None  # the project it was registered into; None: global
 
 
 class TensorRead(BaseModel):

@@ -1,4 +1,9 @@
-"""Register an exported model: read and verify its manifest, store an immutable row."""
+"""Register an exported model: read and verify its manifest, store an immutable row.
+
+A model may be registered into a project: that project's keys then see it
+(`keys/access.py`). The row stays immutable: registering the same files into another
+project (or into none) is a conflict, not a move.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from control_plane.db.models import DeploymentSlot, Model
 from control_plane.events.bus import publish_after_commit
 from control_plane.events.schemas import ModelDeleted, ModelTrained
 from control_plane.manifests.store import ManifestStore
+from control_plane.routing.repository import get_project
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +40,7 @@ async def _read_manifest(manifests: ManifestStore, triton_name: str) -> tuple[Ma
         logger.warning(
             "register %r: no manifest (%s) [request %s]", triton_name, exc, current_request_id()
         )
-        raise ModelNotFoundError(
-            f"no manifest for {triton_name!r} in the model repository", triton_name=triton_name
-        ) from None
+        raise _no_manifest(triton_name) from None
     except OSError as exc:
         logger.warning(
             "register %r: manifest unreadable (%s) [request %s]",
@@ -60,6 +64,12 @@ async def _read_manifest(manifests: ManifestStore, triton_name: str) -> tuple[Ma
     return manifest, content_digest(manifest)
 
 
+def _no_manifest(triton_name: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"no manifest for {triton_name!r} in the model repository", triton_name=triton_name
+    )
+
+
 def _check_files(repository: Path, triton_name: str, manifest: Manifest) -> None:
     if manifest.triton_name != triton_name:
         raise ValidationError(
@@ -78,22 +88,47 @@ def _check_files(repository: Path, triton_name: str, manifest: Manifest) -> None
         )
 
 
+def _hidden(model: Model, project_id: int | None, visible: frozenset[int] | None) -> bool:
+    """Registered elsewhere than `project_id`, and out of the caller's sight. (A model
+    of the very project named is the caller's own, whatever its cache says.)"""
+    return model.project_id != project_id and visible is not None and model.id not in visible
+
+
 async def register_model(
-    session: AsyncSession, manifests: ManifestStore | Path, triton_name: str
+    session: AsyncSession,
+    manifests: ManifestStore | Path,
+    triton_name: str,
+    *,
+    project_id: int | None = None,
+    visible: frozenset[int] | None = None,
 ) -> Model:
     """Idempotent for the same model (its files and tensors, however often it was
-    re-exported); different content under a registered name is a conflict.
+    re-exported) into the same project; different content under a registered name, or
+    another project, is a conflict. `project_id` must exist (404 otherwise).
 
-    `manifests` is the replica's store; a one-off caller (the demo seed) may pass the
-    repository instead."""
+    `visible` is the caller's view (`keys.access.visible_model_ids`; None: every model):
+    a name registered outside it answers 404 exactly as a name with no manifest, and
+    its files are not even read. `manifests` is the replica's store; a one-off caller
+    (the demo seed) may pass the repository instead."""
     if isinstance(manifests, Path):
         manifests = ManifestStore(manifests)
-    manifest, digest = await _read_manifest(manifests, triton_name)
+    if project_id is not None:
+        await get_project(session, project_id)
     existing = await session.scalar(select(Model).where(Model.triton_name == triton_name))
+    if existing is not None and _hidden(existing, project_id, visible):
+        raise _no_manifest(triton_name)  # as if it did not exist
+    manifest, digest = await _read_manifest(manifests, triton_name)
     if existing is not None:
         if existing.manifest_sha256 != digest:
             raise ConflictError(
                 f"{triton_name!r} is registered with other content; export under a new name",
+                model_id=existing.id,
+            )
+        if existing.project_id != project_id:
+            where = "no project" if existing.project_id is None else "another project"
+            raise ConflictError(
+                f"{triton_name!r} is registered into {where} (model {existing.id}); a model "
+                "does not move: export under a new name to register it here",
                 model_id=existing.id,
             )
         return existing
@@ -103,6 +138,7 @@ async def register_model(
         framework=manifest.framework,
         task=manifest.task,
         manifest_sha256=digest,
+        project_id=project_id,
     )
     session.add(model)
     await session.flush()

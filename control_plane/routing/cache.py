@@ -1,11 +1,17 @@
-"""Per-replica cache of each project's routing table (sticky flag, salt, active slots).
+"""Per-replica cache of each project's routing table (sticky flag, salt, active slots)
+and of the models the project's keys may see.
 
 Project predictions are the hot path; reading the project and its slots from SQL
-on every request cost more than the inference itself. Entries live for a short
-TTL and are dropped at once by `slot_changed` events, so a slot change reaches
-this replica at event speed, and within the TTL even when the event is lost.
-While the event listener is not subscribed (Redis down, reconnecting) nothing is
-cached: every project request reads SQL, the source of truth.
+on every request cost more than the inference itself. A prediction by model id with
+a project-restricted key asks the same entry which models the key may see
+(`keys/access.py`), so it costs no SQL either. Entries live for a short TTL and are
+dropped at once by events: `slot_changed` drops its project's entry, and
+`model_trained` / `model_deleted` (a model registered into a project, or gone) drop
+every entry, as those events do not name a project and are rare. So a change reaches
+this replica at event speed (the replica that made it dispatches its own event
+before answering), and within the TTL even when the event is lost. While the event
+listener is not subscribed (Redis down, reconnecting) nothing is cached: every
+project request reads SQL, the source of truth.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.settings import default
-from control_plane.events.schemas import SlotChanged
-from control_plane.routing.repository import get_project, project_slots
+from control_plane.events.schemas import ModelDeleted, ModelTrained, SlotChanged
+from control_plane.routing.repository import get_project, project_model_ids, project_slots
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,9 @@ class ProjectRoutes:
     sticky: bool
     salt: str
     slots: tuple[SlotRoute, ...]  # active slots, oldest first
-    model_ids: frozenset[int]  # every model a slot of the project names, active or not
+    # The models the project's keys may see: those registered into the project and
+    # those a slot of the project names, active or not.
+    model_ids: frozenset[int]
 
 
 class RoutingCache:
@@ -63,6 +71,7 @@ class RoutingCache:
         async with sessionmaker() as session:
             project = await get_project(session, project_id)
             slots = await project_slots(session, project_id)
+            registered = await project_model_ids(session, project_id)
             routes = ProjectRoutes(
                 project_id=project.id,
                 sticky=project.sticky,
@@ -70,7 +79,7 @@ class RoutingCache:
                 slots=tuple(
                     SlotRoute(s.id, s.name, s.model_id, s.weight) for s in slots if s.active
                 ),
-                model_ids=frozenset(s.model_id for s in slots),
+                model_ids=frozenset(registered).union(s.model_id for s in slots),
             )
         if trusted and generation == self._generation:
             self._entries[project_id] = (routes, time.monotonic())
@@ -85,3 +94,6 @@ class RoutingCache:
 
     async def on_slot_changed(self, event: SlotChanged) -> None:
         self.invalidate(event.project_id)
+
+    async def on_model_changed(self, event: ModelTrained | ModelDeleted) -> None:
+        self.invalidate()  # the event names no project: any entry may list the model

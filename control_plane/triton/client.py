@@ -11,7 +11,9 @@ unreachable) or 504 (deadline), so callers can tell a bad model from a down serv
 
 Inference goes over Triton's HTTP endpoint with binary tensors when its address
 is known (`http_infer.py`: less than half the CPU per call of grpc.aio, measured
-with `conch bench calls`), else over gRPC with raw tensor bytes.
+with `conch bench calls`), else over gRPC with raw tensor bytes. Either way a
+request may carry Triton's priority level (`conch_manifest/priorities.py`; 0 is
+the model's default) and a deadline of its own; the defaults add nothing to a call.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from control_plane.core.errors import TritonTimeoutError, TritonUnavailableError
 from control_plane.core.settings import default
 from control_plane.triton.coalesce import RowCoalescer
 from control_plane.triton.errors import is_not_loaded, load_error, short_reason, triton_error
-from control_plane.triton.http_infer import TritonHttpInference, datatype
+from control_plane.triton.http_infer import TritonHttpInference
+from control_plane.triton.tensors import datatype, elements_as_bytes
 
 
 class TritonGateway:
@@ -70,9 +73,10 @@ class TritonGateway:
         # Names loaded through this gateway: what to probe when Triton refuses its
         # repository index. Never read to decide whether a model is loaded.
         self._loaded_here: set[str] = set()
-        # Row requests merged per (model, input, outputs); 0 sends each one alone.
+        # Row requests merged per (model, input, outputs, max batch, priority): requests
+        # of different priorities never share a Triton request. 0 sends each one alone.
         self._coalesce_in_flight = coalesce_in_flight
-        self._coalescers: dict[tuple[str, str, tuple[str, ...], int], RowCoalescer] = {}
+        self._coalescers: dict[tuple[str, str, tuple[str, ...], int, int], RowCoalescer] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -129,10 +133,23 @@ class TritonGateway:
 
         return dict(await asyncio.gather(*(probe(name) for name in sorted(names))))
 
-    async def load(self, name: str, timeout_s: float | None = None) -> None:
-        """Triton's explicit load over gRPC, with a deadline; Triton's reason on failure."""
+    async def load(
+        self, name: str, timeout_s: float | None = None, *, config: str | None = None
+    ) -> None:
+        """Triton's explicit load over gRPC, with a deadline; Triton's reason on failure.
+
+        `config` (the whole model config as JSON text, e.g. `model_config`'s answer
+        changed) replaces config.pbtxt for this load: batching is retuned without
+        touching the repository. Triton keeps serving an override until the model's
+        files change: a plain load does not undo it, a load with
+        `config=model_config.config_override(<config.pbtxt text>)` does. Fields
+        Triton filled in (such as `preferred_batch_size`) must stay consistent. A load
+        with the config Triton already serves changes nothing (not even a reload).
+        """
         try:
-            await self.client.load_model(name, client_timeout=timeout_s or self.load_timeout_s)
+            await self.client.load_model(
+                name, config=config, client_timeout=timeout_s or self.load_timeout_s
+            )
         except InferenceServerException as exc:
             raise load_error(exc, name) from exc
         self._loaded_here.add(name)
@@ -173,17 +190,51 @@ class TritonGateway:
         result: dict[str, Any] = meta
         return result
 
+    async def model_config(self, name: str) -> dict[str, Any]:
+        """The config Triton serves `name` with, as protobuf's JSON (so 64-bit integers,
+        such as `max_queue_delay_microseconds`, are strings); `load(config=...)` takes
+        it back, changed."""
+        try:
+            answer = await self.client.get_model_config(
+                name, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc, "model config") from exc
+        config: dict[str, Any] = answer.get("config", {})
+        return config
+
+    async def model_metadata(self, name: str) -> dict[str, Any]:
+        """Triton's metadata of `name`: versions, platform, and its tensors' names,
+        datatypes and shapes (as integers, -1 for a variable dimension)."""
+        try:
+            metadata: dict[str, Any] = await self.client.get_model_metadata(
+                name, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise triton_error(exc, "model metadata") from exc
+        for tensor in (*metadata.get("inputs", ()), *metadata.get("outputs", ())):
+            tensor["shape"] = [int(dim) for dim in tensor.get("shape", ())]
+        return metadata
+
     async def infer(
         self,
         name: str,
         inputs: dict[str, npt.NDArray[np.generic]],
         outputs: Sequence[str],
+        *,
+        priority: int = 0,
+        timeout_s: float | None = None,
     ) -> dict[str, npt.NDArray[np.generic]]:
+        """One Triton request, after the loader (when set) has the model loaded.
+
+        `priority` is Triton's level (1 first; 0 the model's default), `timeout_s`
+        this request's deadline (None: the gateway's `timeout_s`); missed, it is 504.
+        """
         loader = self.loader
         if loader is not None:
             await loader(name)
         try:
-            return await self._infer_counted(name, inputs, outputs)
+            return await self._infer_counted(name, inputs, outputs, priority, timeout_s)
         except InferenceServerException as exc:
             if loader is None or not is_not_loaded(exc):
                 raise triton_error(exc, "inference") from exc
@@ -193,7 +244,7 @@ class TritonGateway:
             self.on_not_loaded(name)
         await loader(name)
         try:
-            return await self._infer_counted(name, inputs, outputs)
+            return await self._infer_counted(name, inputs, outputs, priority, timeout_s)
         except InferenceServerException as exc:
             raise triton_error(exc, "inference") from exc
 
@@ -204,19 +255,28 @@ class TritonGateway:
         rows: npt.NDArray[np.generic],
         outputs: Sequence[str],
         max_batch_size: int,
+        *,
+        priority: int = 0,
+        timeout_s: float | None = None,
     ) -> dict[str, npt.NDArray[np.generic]]:
         """Rows in requests no larger than the model accepts, outputs joined again.
 
         Triton refuses a request above the model's max_batch_size; 0 means the model
-        takes no batch axis, so each row is a request of its own.
+        takes no batch axis, so each row is a request of its own. `priority` and
+        `timeout_s` are `infer`'s, for every request the rows go out in.
         """
         size = max_batch_size or 1
         chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
-        coalescer = self._coalescer(name, input_name, tuple(outputs), max_batch_size)
+        coalescer = self._coalescer(name, input_name, tuple(outputs), max_batch_size, priority)
         if coalescer is not None:
-            requests = [coalescer.submit(chunk) for chunk in chunks]
+            requests = [coalescer.submit(chunk, timeout_s) for chunk in chunks]
         else:
-            requests = [self.infer(name, {input_name: chunk}, outputs) for chunk in chunks]
+            requests = [
+                self.infer(
+                    name, {input_name: chunk}, outputs, priority=priority, timeout_s=timeout_s
+                )
+                for chunk in chunks
+            ]
         # One chunk (the common case) is awaited directly: gather would add a task.
         results = [await requests[0]] if len(requests) == 1 else await asyncio.gather(*requests)
         if len(results) == 1:
@@ -224,16 +284,25 @@ class TritonGateway:
         return {o: np.concatenate([result[o] for result in results]) for o in outputs}
 
     def _coalescer(
-        self, name: str, input_name: str, outputs: tuple[str, ...], max_batch_size: int
+        self,
+        name: str,
+        input_name: str,
+        outputs: tuple[str, ...],
+        max_batch_size: int,
+        priority: int,
     ) -> RowCoalescer | None:
         if self._coalesce_in_flight <= 0 or max_batch_size <= 0:
             return None
-        key = (name, input_name, outputs, max_batch_size)
+        key = (name, input_name, outputs, max_batch_size, priority)
         coalescer = self._coalescers.get(key)
         if coalescer is None:
 
-            async def call(rows: npt.NDArray[np.generic]) -> dict[str, npt.NDArray[np.generic]]:
-                return await self.infer(name, {input_name: rows}, outputs)
+            async def call(
+                rows: npt.NDArray[np.generic], timeout_s: float | None
+            ) -> dict[str, npt.NDArray[np.generic]]:
+                return await self.infer(
+                    name, {input_name: rows}, outputs, priority=priority, timeout_s=timeout_s
+                )
 
             coalescer = RowCoalescer(
                 call, max_rows=max_batch_size, max_in_flight=self._coalesce_in_flight
@@ -246,10 +315,13 @@ class TritonGateway:
         name: str,
         inputs: dict[str, npt.NDArray[np.generic]],
         outputs: Sequence[str],
+        *,
+        priority: int = 0,
+        timeout_s: float | None = None,
     ) -> dict[str, npt.NDArray[np.generic]]:
         """Inference without the loader (warm-up requests of a model being loaded)."""
         try:
-            return await self._infer_once(name, inputs, outputs)
+            return await self._infer_once(name, inputs, outputs, priority, timeout_s)
         except InferenceServerException as exc:
             raise triton_error(exc, "inference") from exc
 
@@ -258,10 +330,12 @@ class TritonGateway:
         name: str,
         inputs: dict[str, npt.NDArray[np.generic]],
         outputs: Sequence[str],
+        priority: int,
+        timeout_s: float | None,
     ) -> dict[str, npt.NDArray[np.generic]]:
         self.in_flight[name] += 1
         try:
-            return await self._infer_once(name, inputs, outputs)
+            return await self._infer_once(name, inputs, outputs, priority, timeout_s)
         finally:
             self.in_flight[name] -= 1
 
@@ -270,18 +344,27 @@ class TritonGateway:
         name: str,
         inputs: dict[str, npt.NDArray[np.generic]],
         outputs: Sequence[str],
+        priority: int,
+        timeout_s: float | None,
     ) -> dict[str, npt.NDArray[np.generic]]:
         if self._http is not None:
-            return await self._http.infer(name, inputs, outputs)
+            return await self._http.infer(name, inputs, outputs, priority, timeout_s)
         tensors = []
         for input_name, array in inputs.items():
-            tensor = InferInput(input_name, list(array.shape), datatype(array))
+            kind = datatype(array)
+            tensor = InferInput(input_name, list(array.shape), kind)
+            if kind == "BYTES":
+                # tritonclient sends str() of anything not exactly bytes: checked, as bytes.
+                as_bytes = np.empty(array.size, dtype=np.object_)
+                as_bytes[:] = elements_as_bytes(array)
+                array = as_bytes.reshape(array.shape)
             tensor.set_data_from_numpy(array)  # raw bytes over gRPC, no JSON
             tensors.append(tensor)
         result = await self.client.infer(
             name,
             tensors,
             outputs=[InferRequestedOutput(o) for o in outputs],
-            client_timeout=self.timeout_s,
+            priority=priority,
+            client_timeout=self.timeout_s if timeout_s is None else timeout_s,
         )
         return {o: result.as_numpy(o) for o in outputs}

@@ -7,6 +7,12 @@ request's worth of work. Under load the control plane merges them first: at most
 arrive meanwhile go out together in the next call (up to the model's
 max_batch_size). An idle model adds nothing: a request that finds no queue and a
 free call goes straight through, so latency at low concurrency is unchanged.
+
+One coalescer serves one priority level (the gateway keys them so): an urgent
+request never waits behind, or travels with, low ones. Requests with different
+deadlines (`timeout_s`) are not merged either, so each Triton call has exactly
+its requests' deadline; as before, a deadline counts from the call, not from the
+wait for a free one.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import numpy.typing as npt
 
 from control_plane.triton.http_infer import Tensors
 
-Call = Callable[[npt.NDArray[np.generic]], Awaitable[Tensors]]
-Waiting = tuple[npt.NDArray[np.generic], "asyncio.Future[Tensors]"]  # rows, their answer
+# The Triton call: rows and their deadline (None: the gateway's).
+Call = Callable[[npt.NDArray[np.generic], float | None], Awaitable[Tensors]]
+# Rows, their answer, their deadline.
+Waiting = tuple[npt.NDArray[np.generic], "asyncio.Future[Tensors]", float | None]
 
 
 class RowCoalescer:
@@ -35,18 +43,20 @@ class RowCoalescer:
         self.calls = 0  # Triton calls made (read by the tests)
         self.merged = 0  # requests that shared a call with others (read by the tests)
 
-    async def submit(self, rows: npt.NDArray[np.generic]) -> Tensors:
-        """The outputs for these rows (at most max_rows of them)."""
+    async def submit(
+        self, rows: npt.NDArray[np.generic], timeout_s: float | None = None
+    ) -> Tensors:
+        """The outputs for these rows (at most max_rows of them), within `timeout_s`."""
         if not self._queue and self._in_flight < self._max_in_flight:
             self._in_flight += 1
             self.calls += 1
             try:
-                return await self._call(rows)
+                return await self._call(rows, timeout_s)
             finally:
                 self._in_flight -= 1
                 self._dispatch()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        self._queue.append((rows, future))
+        self._queue.append((rows, future, timeout_s))
         self._dispatch()
         return await future
 
@@ -68,32 +78,30 @@ class RowCoalescer:
             if entry[1].done():  # its request was cancelled while it waited
                 self._queue.popleft()
                 continue
-            if batch and rows + len(entry[0]) > self._max_rows:
-                break
+            if batch and (rows + len(entry[0]) > self._max_rows or entry[2] != batch[0][2]):
+                break  # full, or a different deadline: the next call takes it
             batch.append(self._queue.popleft())
             rows += len(entry[0])
         return batch
 
-    async def _run(
-        self, batch: list[tuple[npt.NDArray[np.generic], asyncio.Future[Tensors]]]
-    ) -> None:
+    async def _run(self, batch: list[Waiting]) -> None:
         self.calls += 1
         if len(batch) > 1:
             self.merged += len(batch)
         try:
             rows = np.concatenate([entry[0] for entry in batch]) if len(batch) > 1 else batch[0][0]
-            outputs = await self._call(rows)
+            outputs = await self._call(rows, batch[0][2])
         except asyncio.CancelledError:  # shutting down: nobody waits forever
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.cancel()
             raise
         except Exception as exc:  # every request of the call gets the call's error
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
         else:
             offset = 0
-            for entry_rows, future in batch:
+            for entry_rows, future, _ in batch:
                 size = len(entry_rows)
                 if not future.done():
                     future.set_result({k: v[offset : offset + size] for k, v in outputs.items()})

@@ -8,6 +8,7 @@ import pytest
 from conch_bench.ratios import (
     CLIENT_CHECK_ARM,
     HTTP_CHECK_ARM,
+    V2_PYTHON_ARM,
     ArmRun,
     client_verdict,
     compute_ratios,
@@ -96,3 +97,35 @@ def test_open_loop_runs_do_not_pose_as_closed_loop_points() -> None:
     ratios = _by_name(runs)
     assert ratios["conch-rest / baseline-tuned: p99 open-loop at 100/s"].value == pytest.approx(1.0)  # type: ignore[attr-defined]
     assert not any("p50 at concurrency" in n for n in ratios)  # no closed baseline point
+
+
+def test_doors_onto_the_one_core_are_judged_within_ten_percent() -> None:
+    runs = [
+        _run("conch-rest", 1, 1.00, 1000),
+        _run("conch-rest", 64, 16.0, 4000),
+        _run("conch-engine", 1, 1.05, 950),  # within 10%
+        _run("conch-engine", 64, 16.0, 3900),
+        _run(V2_PYTHON_ARM, 1, 1.30, 770),  # 30% slower than both
+        _run(V2_PYTHON_ARM, 64, 16.0, 4000),
+    ]
+    ratios = _by_name(runs)
+    close = ratios["conch-engine / conch-rest: p50 at c=1"]
+    assert close.value == pytest.approx(1.05) and close.passed is True  # type: ignore[attr-defined]
+    far = ratios[f"{V2_PYTHON_ARM} / conch-engine: p50 at c=1"]
+    assert far.passed is False  # type: ignore[attr-defined]
+    saturated = ratios[f"{V2_PYTHON_ARM} / conch-rest: max throughput"]
+    assert saturated.passed is True  # type: ignore[attr-defined]
+
+
+def test_the_v2_door_is_reported_against_tritons_own_http_endpoint() -> None:
+    runs = [
+        _run("triton-http", 1, 0.60, 1600, client="wrk"),
+        _run("triton-http", 64, 5.0, 12000, client="wrk"),
+        _run("conch-v2", 1, 1.10, 900, client="wrk"),
+        _run("conch-v2", 64, 20.0, 3000, client="wrk"),
+    ]
+    ratios = _by_name(runs)
+    added = ratios["v2 door over Triton HTTP: added p50"]
+    assert added.value == pytest.approx(500)  # type: ignore[attr-defined]  # µs
+    best = ratios["max throughput conch-v2 / triton-http"]
+    assert best.value == pytest.approx(0.25)  # type: ignore[attr-defined]

@@ -113,7 +113,11 @@ async def test_a_restricted_write_key_changes_nothing_outside_its_project(
         response = await client.post(f"/api/v1/models/{theirs}/{action}", headers=headers)
         assert response.status_code == 404, (action, response.text)
     deleted = await client.delete(f"/api/v1/models/{theirs}", headers=headers)
-    assert deleted.status_code == 403
+    assert deleted.status_code == 404  # another project's model, as an unknown one
+    # Its slot's model is global (registered into no project): deleting it is global.
+    shared = await client.delete(f"/api/v1/models/{model_ids['a']}", headers=headers)
+    assert shared.status_code == 403, shared.text
+    assert "not registered into project" in shared.json()["message"]
     repointed = await client.patch(
         f"/api/v1/slots/{mine.slots['Control']}", json={"model_id": theirs}, headers=headers
     )

@@ -56,7 +56,8 @@ KINDS = [
 
 @dataclass
 class World:
-    """Project P (the restricted keys' own) and project Q (someone else's)."""
+    """Project P (the restricted keys' own) and project Q (someone else's), each with
+    a model registered into it and served by its slot."""
 
     ids: dict[str, dict[str, int]]  # variant -> path parameter -> id
     slots: dict[str, int]  # variant -> a slot of that project
@@ -134,8 +135,15 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("PATCH", "/api/v1/projects/{project_id}"): Sample(
         _ok(200), body=lambda w, v: {"sticky": False}
     ),
+    # Into the variant's project, each its own export (registering one name into two
+    # projects is a conflict); into no project: test_model_projects.py.
     ("POST", "/api/v1/models"): Sample(
-        _ok(201), body=lambda w, v: {"triton_name": w.triton_names["own"]}
+        _ok(201),
+        body=lambda w, v: {
+            "triton_name": w.triton_names[f"register_{'foreign' if v == 'foreign' else 'own'}"],
+            "project_id": w.ids[v]["project_id"],
+        },
+        body_ids=True,
     ),
     ("GET", "/api/v1/models"): Sample(_ok(200)),
     ("GET", "/api/v1/models/{model_id}"): Sample(_ok(200)),
@@ -157,8 +165,60 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ("GET", "/api/v1/projects/{project_id}/slots"): Sample(_ok(200)),
     ("PATCH", "/api/v1/slots/{slot_id}"): Sample(_ok(200), body=lambda w, v: {"weight": 100}),
     # The model an active slot serves cannot be deleted: the operation's own 409
-    # (tests/control_plane/lifecycle/test_deleted.py deletes models).
+    # (tests/control_plane/lifecycle/test_deleted.py deletes models; a project's key
+    # deleting a model its project does not own: test_model_projects.py).
     ("DELETE", "/api/v1/models/{model_id}"): Sample(_ok(409)),
+    # Seed 002's engine API: models named in the path by id (or name), checked by the handler.
+    # The world's model is a recommender: the general door answers its raw output
+    # tensors for a user row; a multi-batch answers each item itself (200 either way).
+    ("POST", "/api/inference/predict"): Sample(
+        _ok(200),
+        body=lambda w, v: {"data": [[1.0]], "model_id": w.ids[v]["model_id"]},
+        body_ids=True,
+    ),
+    ("POST", "/api/inference/predict/batch"): Sample(
+        _ok(200),
+        body=lambda w, v: {"data": [[1.0]], "model_id": w.ids[v]["model_id"]},
+        body_ids=True,
+    ),
+    ("POST", "/api/inference/predict/multi-batch"): Sample(
+        _ok(200),
+        body=lambda w, v: {"requests": [{"data": [[1.0]], "model_id": w.ids[v]["model_id"]}]},
+    ),
+    ("GET", "/api/inference/engine/status"): Sample(_ok(200)),
+    ("GET", "/api/inference/engine/config"): Sample(_ok(200)),
+    # An empty change stores nothing (no revision, no reload): no side effect on the world.
+    ("PUT", "/api/inference/engine/config"): Sample(_ok(200), body=lambda w, v: {}),
+    ("POST", "/api/inference/engine/restart"): Sample(_ok(200)),
+    ("DELETE", "/api/inference/engine/cache"): Sample(_ok(200)),
+    ("GET", "/api/inference/models/list"): Sample(_ok(200)),
+    ("GET", "/api/inference/models/{model_id}/info"): Sample(_ok(200), body_ids=True),
+    ("GET", "/api/inference/models/{model_id}/metrics"): Sample(_ok(200), body_ids=True),
+    ("DELETE", "/api/inference/models/{model_id}"): Sample(_ok(409), body_ids=True),  # pinned
+    ("POST", "/api/inference/models/{model_id}/reload"): Sample(_ok(200), body_ids=True),
+    ("GET", "/api/inference/metrics/performance"): Sample(_ok(200)),
+    ("GET", "/api/inference/metrics/resources"): Sample(_ok(200)),
+    ("GET", "/api/inference/health"): Sample(_ok()),
+    # Import is off in the matrix's app (no CONCH_IMPORT_DIR): 403 even for a key that may.
+    ("POST", "/api/inference/models/load"): Sample(
+        _ok(403), body=lambda w, v: {"model_path": "m.onnx", "model_type": "onnx"}
+    ),
+    ("GET", "/api/inference/models/load/{job_id}"): Sample(_ok(404)),  # no such job
+    # The Open Inference Protocol: {name} is the model's id here.
+    ("GET", "/v2"): Sample(_ok(200)),
+    ("GET", "/v2/health/live"): Sample(_ok()),
+    ("GET", "/v2/health/ready"): Sample(_ok()),
+    ("GET", "/v2/models/{name}"): Sample(_ok(200)),
+    ("GET", "/v2/models/{name}/versions/{version}"): Sample(_ok(200)),
+    ("GET", "/v2/models/{name}/ready"): Sample(_ok(200)),
+    ("GET", "/v2/models/{name}/versions/{version}/ready"): Sample(_ok(200)),
+    ("GET", "/v2/models/{name}/config"): Sample(_ok(200)),
+    ("GET", "/v2/models/{name}/versions/{version}/config"): Sample(_ok(200)),
+    # A request Triton refuses (no inputs): the model's own 400.
+    ("POST", "/v2/models/{name}/infer"): Sample(_ok(400), body=lambda w, v: {"inputs": []}),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"): Sample(
+        _ok(400), body=lambda w, v: {"inputs": []}
+    ),
 }
 
 
@@ -218,17 +278,29 @@ async def world(
     app: FastAPI, client: httpx.AsyncClient, admin_key: str, model_repository: Path
 ) -> World:
     headers = {"X-API-Key": admin_key}
-    triton_names = {v: f"cptest_acl_{v}_{uuid.uuid4().hex[:6]}" for v in ("own", "foreign")}
-    model_ids = {}
-    for seed, (variant, name) in enumerate(triton_names.items(), start=11):
+    triton_names = {
+        v: f"cptest_acl_{v}_{uuid.uuid4().hex[:6]}"
+        for v in ("own", "foreign", "register_own", "register_foreign")
+    }
+    for seed, name in enumerate(triton_names.values(), start=11):
         write_recommender(model_repository, name, seed)
-        response = await client.post("/api/v1/models", json={"triton_name": name}, headers=headers)
+    projects = {v: await make_project(client, admin_key, []) for v in ("own", "foreign")}
+    model_ids = {}
+    for variant, setup in projects.items():
+        response = await client.post(
+            "/api/v1/models",
+            json={"triton_name": triton_names[variant], "project_id": setup.id},
+            headers=headers,
+        )
         assert response.status_code == 201, response.text
         model_ids[variant] = response.json()["id"]
-    projects = {
-        v: await make_project(client, admin_key, [("Control", model_ids[v], 100)])
-        for v in ("own", "foreign")
-    }
+        response = await client.post(
+            f"/api/v1/projects/{setup.id}/slots",
+            json={"name": "Control", "model_id": model_ids[variant], "weight": 100},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
+        setup.slots["Control"] = response.json()["id"]
     victims = {
         v: (await client.post(
             "/api/v1/keys", json={"scopes": ["predict"], "project_id": projects[v].id},
@@ -279,7 +351,8 @@ async def _call(
     client: httpx.AsyncClient, world: World, operation: Operation, kind: Kind, variant: str
 ) -> httpx.Response:
     sample = operation.sample
-    path = operation.path.format(**world.ids[variant])
+    ids = world.ids[variant]
+    path = operation.path.format(**ids, name=ids["model_id"], version=1, job_id="no-such-job")
     token = world.tokens[kind.name]
     headers = {} if token is None else {"X-API-Key": token}
     body = sample.body(world, variant) if sample.body is not None else None

@@ -106,8 +106,7 @@ async def test_a_database_error_is_answered_alike_by_both_doors(
         raise error
 
     for door in (app, fastapi_only):
-        monkeypatch.setattr(state_of(door).runtimes, "recommender", failing_sql)
-        monkeypatch.setattr(state_of(door).runtimes, "tabular", failing_sql)
+        monkeypatch.setattr(state_of(door).models, "get", failing_sql)
     a = model_ids["a"]
     project = await make_project(client, admin_key, [("Control", a, 1)])
     headers = {"X-API-Key": await make_key(app, ["predict"])}

@@ -8,11 +8,15 @@ is reported as drift.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
+
+from alembic import command
 
 from conch_manifest.locations import PROJECT_ROOT
-from control_plane.db.migrate import check, upgrade
+from control_plane.db.migrate import alembic_config, check, upgrade
 
 # Run in a separate interpreter: the column is added to the models there only, as an
 # edit to control_plane/db/models.py without a migration would add it, and never
@@ -51,3 +55,27 @@ def test_a_model_column_without_a_migration_is_reported_as_drift(database_url: s
     )
     assert result.returncode == 0, f"exit {result.returncode}: {result.stdout}{result.stderr}"
     assert "add_column" in result.stdout and "drift_probe" in result.stdout, result.stdout
+
+
+def test_the_model_project_migration_rolls_back_and_forward(tmp_path: Path) -> None:
+    """0003 on a SQLite file of its own: down to 0002 and up again, keeping the rows,
+    AUTOINCREMENT (0002) and the foreign key's ON DELETE SET NULL."""
+    url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "roundtrip.db") as db:
+        db.execute("INSERT INTO projects VALUES (1, 'p', 0, 's', '2026-01-01')")
+        db.execute(
+            "INSERT INTO models (triton_name, name, framework, task, manifest_sha256, "
+            "created_at, project_id) VALUES ('m', 'm', 'rec', 'rec', 'x', '2026-01-01', 1)"
+        )
+    command.downgrade(alembic_config(url), "0002")
+    upgrade(url)
+    check(url)
+    with sqlite3.connect(tmp_path / "roundtrip.db") as db:
+        db.execute("PRAGMA foreign_keys=ON")  # as the app's engine does; outside a transaction
+        assert db.execute("SELECT triton_name, project_id FROM models").fetchall() == [("m", None)]
+        db.execute("UPDATE models SET project_id = 1")
+        db.execute("DELETE FROM projects WHERE id = 1")
+        assert db.execute("SELECT project_id FROM models").fetchall() == [(None,)]
+        schema = db.execute("SELECT sql FROM sqlite_master WHERE name = 'models'").fetchone()[0]
+        assert "AUTOINCREMENT" in schema and "ON DELETE SET NULL" in schema

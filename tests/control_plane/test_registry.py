@@ -25,6 +25,7 @@ async def test_reexport_of_the_same_files_registers_as_the_same_model(
     write_recommender(model_repository, name, seed=11)
     first = await _register(client, admin_key, name)
     assert first.status_code == 201, first.text
+    assert first.json()["project_id"] is None  # registered into no project: global
 
     # Exported again: a new timestamp and parity report, the same files.
     manifest = load_manifest(model_repository, name)

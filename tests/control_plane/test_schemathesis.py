@@ -23,7 +23,6 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from conch_embedded.process import free_port
 from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.core.settings import Settings
 from control_plane.db import upgrade
@@ -50,9 +49,7 @@ def fuzzed_stack(
     write_recommender(repository, "fuzzed_recommender", 7)
     database_url = f"sqlite:///{root / 'conch.db'}"
     upgrade(database_url)
-    with EmbeddedTriton(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    ) as triton:
+    with EmbeddedTriton.on_free_ports(repository) as triton:
         own = settings.model_copy(
             update={
                 "database_url": database_url,

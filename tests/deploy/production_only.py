@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-SERVING_PACKAGES = {"control_plane", "conch_manifest"}
+SERVING_PACKAGES = {"control_plane", "conch_manifest", "conch"}
 OUR_OTHER_PACKAGES = {"exporters", "conch_embedded", "conch_bench"}
 
 

@@ -13,7 +13,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from exporters.config import ModelConfigSpec, TensorConfig, render_config
+from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVEL_COUNT
+from exporters.config import ModelConfigSpec, TensorConfig, build_model_config, render_config
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -46,6 +47,12 @@ SPECS = {
             TensorConfig("SCORE", "FP32", (100,)),
         ),
         max_batch_size=64,
+    ),
+    "text_classifier": ModelConfigSpec(
+        name="tickets-0123456789",
+        backend="onnxruntime",
+        inputs=(TensorConfig("input", "BYTES", (1,)),),
+        outputs=(TensorConfig("probabilities", "FP32", (4,)),),
     ),
     "scalar_output_reshape": ModelConfigSpec(
         name="label-0123456789",
@@ -86,3 +93,22 @@ def test_invalid_instance_count_is_refused() -> None:
     spec = SPECS["classifier_cpu"]
     with pytest.raises(ValueError, match="instance count"):
         render_config(ModelConfigSpec(**{**spec.__dict__, "instance_count": 0}))
+
+
+@pytest.mark.parametrize("case", ["classifier_cpu", "recommender", "text_classifier"])
+def test_priority_levels_are_declared_only_when_asked(case: str) -> None:
+    assert build_model_config(SPECS[case]).dynamic_batching.priority_levels == 0
+    asked = ModelConfigSpec(**{**SPECS[case].__dict__, "priority_levels": True})
+    batching = build_model_config(asked).dynamic_batching
+    assert batching.priority_levels == PRIORITY_LEVEL_COUNT
+    assert batching.default_priority_level == DEFAULT_PRIORITY_LEVEL
+
+
+@pytest.mark.parametrize("case", ["torchscript_gpu_unbatched", "scalar_output_reshape"])
+def test_models_without_dynamic_batching_declare_no_priority_levels(case: str) -> None:
+    assert not build_model_config(SPECS[case]).HasField("dynamic_batching")
+
+
+def test_bytes_is_written_as_tritons_type_string() -> None:
+    [text] = build_model_config(SPECS["text_classifier"]).input
+    assert text.data_type == pb.TYPE_STRING

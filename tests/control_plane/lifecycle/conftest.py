@@ -20,7 +20,6 @@ import httpx
 import pytest
 from tritonclient.grpc import InferenceServerClient
 
-from conch_embedded.process import free_port
 from conch_embedded.redis_server import EmbeddedRedis
 from conch_embedded.triton_server import EmbeddedTriton
 from conch_manifest.layout import manifest_path
@@ -137,9 +136,7 @@ def _corrupt(repository: Path, triton_name: str) -> None:
 
 
 def _start_triton(repository: Path) -> EmbeddedTriton:
-    server = EmbeddedTriton(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    )
+    server = EmbeddedTriton.on_free_ports(repository)
     return server.start()
 
 

@@ -18,7 +18,6 @@ import pytest
 from fastapi import FastAPI
 from tritonclient.grpc.aio import InferenceServerClient
 
-from conch_embedded.process import free_port
 from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.app import create_app
 from control_plane.core.errors import ModelNotFoundError
@@ -54,9 +53,7 @@ async def replicas(
     model_repository: Path,
 ) -> AsyncIterator[list[Replica]]:
     # Started from this thread, which outlives the module: Triton dies with its spawner.
-    second_triton = EmbeddedTriton(
-        model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    ).start()
+    second_triton = EmbeddedTriton.on_free_ports(model_repository).start()
     second_settings = settings.model_copy(
         update={
             "triton_grpc_url": second_triton.grpc_url,

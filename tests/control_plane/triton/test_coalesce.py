@@ -17,18 +17,19 @@ async def test_concurrent_rows_share_triton_calls_and_get_their_own_answers(
     app: FastAPI, model_ids: dict[str, int]
 ) -> None:
     state = state_of(app)
-    runtime = await state.runtimes.recommender(state.sessionmaker, model_ids["a"])
-    outputs = [runtime.items_output, runtime.scores_output]
+    model = await state.models.get(state.sessionmaker, model_ids["a"])
+    index = model.as_recommender()
+    outputs = [index.items_output, index.scores_output]
 
     async def predict(user_row: int) -> Tensors:
         rows = np.asarray([[user_row]], dtype=np.int64)
         return await state.triton.infer_rows(
-            runtime.triton_name, runtime.input_name, rows, outputs, runtime.max_batch_size
+            model.triton_name, index.input_name, rows, outputs, model.max_batch_size
         )
 
-    users = [i % len(runtime.user_index) for i in range(64)]
+    users = [i % len(index.user_index) for i in range(64)]
     alone = [await predict(user) for user in users[:8]]  # one at a time: nothing to merge
-    coalescer = next(c for k, c in state.triton._coalescers.items() if k[0] == runtime.triton_name)
+    coalescer = next(c for k, c in state.triton._coalescers.items() if k[0] == model.triton_name)
     calls_before, merged_before = coalescer.calls, coalescer.merged
     together = await asyncio.gather(*(predict(user) for user in users))
     assert coalescer.calls - calls_before < len(users)
@@ -42,7 +43,7 @@ async def test_concurrent_rows_share_triton_calls_and_get_their_own_answers(
 def _echo_call(log: list[int], in_flight: list[int]) -> Call:
     """A stand-in for Triton: doubles the rows, records batch sizes and overlap."""
 
-    async def call(rows: npt.NDArray[np.generic]) -> Tensors:
+    async def call(rows: npt.NDArray[np.generic], timeout_s: float | None) -> Tensors:
         log.append(len(rows))
         in_flight.append(in_flight[-1] + 1 if in_flight else 1)
         await asyncio.sleep(0.01)
@@ -67,7 +68,7 @@ async def test_merged_calls_respect_max_rows_and_max_in_flight() -> None:
 async def test_a_failed_call_fails_every_request_in_it_and_only_those() -> None:
     calls = 0
 
-    async def flaky(rows: npt.NDArray[np.generic]) -> Tensors:
+    async def flaky(rows: npt.NDArray[np.generic], timeout_s: float | None) -> Tensors:
         nonlocal calls
         calls += 1
         await asyncio.sleep(0.01)
@@ -98,3 +99,23 @@ async def test_a_request_cancelled_while_waiting_is_left_out() -> None:
     await first
     np.testing.assert_array_equal((await kept)["y"], np.full((2, 1), 2.0))
     assert sizes == [1, 2]  # the cancelled request's five rows never went out
+
+
+async def test_requests_with_different_deadlines_go_in_different_calls() -> None:
+    deadlines: list[tuple[int, float | None]] = []  # (rows, deadline) of each call
+
+    async def call(rows: npt.NDArray[np.generic], timeout_s: float | None) -> Tensors:
+        deadlines.append((len(rows), timeout_s))
+        await asyncio.sleep(0.01)
+        return {"y": rows}
+
+    coalescer = RowCoalescer(call, max_rows=100, max_in_flight=1)
+    first = asyncio.ensure_future(coalescer.submit(np.zeros((1, 1))))
+    await asyncio.sleep(0)  # the first goes straight through; the rest wait behind it
+    waiting = [
+        asyncio.ensure_future(coalescer.submit(np.zeros((1, 1)), timeout_s))
+        for timeout_s in (None, None, 2.0, 2.0, 2.0, None)
+    ]
+    await asyncio.gather(first, *waiting)
+    # In arrival order; a change of deadline starts a new call.
+    assert deadlines == [(1, None), (2, None), (3, 2.0), (1, None)]

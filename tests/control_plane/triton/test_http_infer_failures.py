@@ -128,7 +128,7 @@ async def fake() -> AsyncIterator[tuple[FakeTriton, TritonGateway]]:
 
 def idle_connections(gateway: TritonGateway) -> int:
     assert gateway._http is not None
-    return len(gateway._http._idle)
+    return gateway._http.idle_connections
 
 
 async def infer(gateway: TritonGateway) -> np.ndarray:
@@ -243,3 +243,23 @@ async def test_idle_connection_closed_by_the_server_is_retried_once(
     np.testing.assert_array_equal(await infer(gateway), ANSWER)
     assert server.requests_per_connection == [1, 1]
     assert idle_connections(gateway) == 1
+
+
+async def test_unreadable_binary_header_length_is_502(
+    fake: tuple[FakeTriton, TritonGateway],
+) -> None:
+    """A 200 whose Inference-Header-Content-Length is no number cannot be split into
+    its JSON header and tensors: Triton's failure, never a 500."""
+    server, gateway = fake
+    bad = ok_response().replace(
+        b"Inference-Header-Content-Length: ", b"Inference-Header-Content-Length: x"
+    )
+    server.replies = [Reply(bad), Reply(ok_response())]
+    with pytest.raises(TritonError) as unreadable:
+        await infer(gateway)
+    assert type(unreadable.value) is TritonError
+    assert unreadable.value.status_code == 502
+    assert unreadable.value.message.startswith("Triton inference failed: unreadable answer")
+    # The answer itself was complete: the connection serves the next call.
+    np.testing.assert_array_equal(await infer(gateway), ANSWER)
+    assert server.requests_per_connection == [2]

@@ -12,6 +12,12 @@ disagree on DLPack capsule names (each renames the consumed capsule differently
 and the other's deleter then raises), so under numpy 1.x tensors go through the
 stub's numpy views; under numpy 2.x, where the numpy views came back empty on
 the GPU machine, they go through DLPack.
+
+String tensors (TYPE_STRING, the protocol's BYTES) cannot cross through DLPack:
+they always take the numpy path, arriving as object arrays of bytes. The
+native backend hands onnxruntime UTF-8 strings, so inputs are decoded to str
+(a request that is not UTF-8 gets an error response) and string outputs are
+encoded back to bytes.
 """
 
 import json
@@ -31,12 +37,32 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 _NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 
 
-def _to_numpy(tensor):
+def _to_numpy(tensor, is_string):
+    if is_string:
+        return tensor.as_numpy()  # an object array of bytes
     return np.from_dlpack(tensor) if _NUMPY_2 else tensor.as_numpy()
 
 
 def _from_numpy(name, array):
+    if array.dtype == np.object_:
+        return pb_utils.Tensor(name, _encode_strings(array))
     return pb_utils.Tensor.from_dlpack(name, array) if _NUMPY_2 else pb_utils.Tensor(name, array)
+
+
+def _decode_strings(name, array):
+    """Triton's bytes -> the str onnxruntime's string tensors hold."""
+    try:
+        decoded = [
+            item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in array.flat
+        ]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"input {name!r} is not valid UTF-8 text: {exc}") from None
+    return np.array(decoded, dtype=np.object_).reshape(array.shape)
+
+
+def _encode_strings(array):
+    encoded = [item.encode("utf-8") if isinstance(item, str) else item for item in array.flat]
+    return np.array(encoded, dtype=np.object_).reshape(array.shape)
 
 
 def _session_options(parameters, cpu_instance):
@@ -71,6 +97,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.max_batch_size = int(config.get("max_batch_size", 0))
         self.input_names = [spec["name"] for spec in config["input"]]
+        self.string_inputs = {
+            spec["name"] for spec in config["input"] if spec.get("data_type") == "TYPE_STRING"
+        }
         self.output_names = [spec["name"] for spec in config["output"]]
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
@@ -112,10 +141,20 @@ class TritonPythonModel:
         feeds = {}
         sizes = []
         for name in self.input_names:
-            arrays = [_to_numpy(pb_utils.get_input_tensor_by_name(r, name)) for r in requests]
+            is_string = name in self.string_inputs
+            arrays = [
+                _to_numpy(pb_utils.get_input_tensor_by_name(r, name), is_string) for r in requests
+            ]
             if not sizes:
                 sizes = [a.shape[0] if self.max_batch_size else 1 for a in arrays]
-            feeds[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+            merged = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+            if is_string:
+                try:
+                    merged = _decode_strings(name, merged)
+                except ValueError as exc:
+                    # One request's bad text must not fail the others in its batch.
+                    return self._each_alone(requests) if len(requests) > 1 else _failed(exc)
+            feeds[name] = merged
         try:
             results = self.session.run(self.output_names, feeds)
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -132,3 +171,10 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             offset += size
         return responses
+
+    def _each_alone(self, requests):
+        return [self._run_batch([request])[0] for request in requests]
+
+
+def _failed(exc):
+    return [pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))]

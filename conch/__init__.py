@@ -1,0 +1,1 @@
+"""Conch's Python client: `from conch.client import Client, AsyncClient, ConchError`."""

@@ -1,0 +1,95 @@
+"""The v2 door served on a real port, for `tritonclient.http` (which speaks plain HTTP).
+
+uvicorn serves the session's app in the test loop (its lifespan already ran);
+tritonclient's calls run in a worker thread so that the loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import numpy.typing as npt
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from conch_embedded.process import free_port
+from exporters.session import ExportSession
+from exporters.sklearn_exporter import export_sklearn
+from tests.control_plane.waiting import until
+
+
+@dataclass(frozen=True)
+class Tabular:
+    model_id: int
+    name: str  # registered name
+    triton_name: str
+    rows: npt.NDArray[np.float32]
+
+
+def export_iris(model_repository: Path, workdir: Path, name: str) -> str:
+    """An iris classifier exported for Triton (FP32 [-1, 4] -> probabilities [-1, 3])."""
+    features, labels = load_iris(return_X_y=True)
+    classifier = LogisticRegression(max_iter=500).fit(features, labels)
+    joblib.dump(classifier, workdir / f"{name}.joblib")
+    with ExportSession(model_repository) as session:
+        exported = export_sklearn(
+            workdir / f"{name}.joblib",
+            name=name,
+            repository=model_repository,
+            sample=features[:20].astype(np.float32),
+            session=session,
+        )
+    return exported.triton_name
+
+
+async def register(client: httpx.AsyncClient, admin_key: str, triton_name: str) -> int:
+    response = await client.post(
+        "/api/v1/models", json={"triton_name": triton_name}, headers={"X-API-Key": admin_key}
+    )
+    assert response.status_code == 201, response.text
+    model_id: int = response.json()["id"]
+    return model_id
+
+
+@pytest.fixture(scope="module")
+async def iris(
+    client: httpx.AsyncClient,
+    admin_key: str,
+    model_repository: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Tabular:
+    name = f"v2-iris-{uuid.uuid4().hex[:6]}"
+    triton_name = export_iris(model_repository, tmp_path_factory.mktemp("v2"), name)
+    model_id = await register(client, admin_key, triton_name)
+    rows = load_iris(return_X_y=True)[0][:5].astype(np.float32)
+    return Tabular(model_id, name, triton_name, rows)
+
+
+@pytest.fixture(scope="module")
+async def conch_address(app: FastAPI) -> AsyncIterator[str]:
+    """host:port of the session's app, served by uvicorn in this loop."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        assert not serving.done(), "uvicorn stopped"
+        return server.started
+
+    await until(started, "uvicorn did not start")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await serving
