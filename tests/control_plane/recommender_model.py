@@ -9,6 +9,7 @@ persistent database (PostgreSQL) finds the same manifest hash.
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,8 +17,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from conch_manifest.layout import manifest_path
-from conch_manifest.schema import Manifest, ParityResult, RecommenderSpec, TensorSpec, sha256_file
+from conch_manifest.schema import (
+    MANIFEST_FILENAME,
+    Manifest,
+    ParityResult,
+    RecommenderSpec,
+    TensorSpec,
+    sha256_file,
+)
 
 N_USERS = 20
 N_ITEMS = 30
@@ -79,7 +86,18 @@ dynamic_batching {{ }}
 
 
 def write_recommender(repository: Path, triton_name: str, seed: int) -> Path:
-    root = repository / triton_name
+    """Published as the exporters publish: written beside the repository, then renamed
+    into it, so a replica scanning the repository never sees a half-written entry."""
+    target = repository / triton_name
+    if target.exists():
+        return _write_files(target, triton_name, seed)
+    staging = Path(tempfile.mkdtemp(prefix=f".{triton_name}-", dir=repository.parent))
+    _write_files(staging, triton_name, seed)
+    staging.rename(target)
+    return target
+
+
+def _write_files(root: Path, triton_name: str, seed: int) -> Path:
     (root / "1").mkdir(parents=True, exist_ok=True)
     (root / "1" / "model.onnx").write_bytes(_graph(seed).SerializeToString())
     (root / "config.pbtxt").write_text(_CONFIG.format(name=triton_name, k=MAX_K))
@@ -104,6 +122,6 @@ def write_recommender(repository: Path, triton_name: str, seed: int) -> Path:
         ),
         parity=ParityResult(passed=True, rows=0),
     )
-    path = manifest_path(repository, triton_name)
+    path = root / MANIFEST_FILENAME
     path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True))
     return root
