@@ -88,6 +88,7 @@ dynamic_batching {{ }}
 def write_recommender(repository: Path, triton_name: str, seed: int) -> Path:
     """Published as the exporters publish: written beside the repository, then renamed
     into it, so a replica scanning the repository never sees a half-written entry."""
+    repository.mkdir(parents=True, exist_ok=True)
     target = repository / triton_name
     if target.exists():
         return _write_files(target, triton_name, seed)
