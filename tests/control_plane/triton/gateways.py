@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.triton.client import TritonGateway
 
@@ -19,3 +22,17 @@ def gateway_over(
         coalesce_in_flight=coalesce_in_flight,
         http_url=triton.http_url if protocol == "http" else None,
     )
+
+
+@asynccontextmanager
+async def loaded(triton: EmbeddedTriton, *names: str) -> AsyncIterator[None]:
+    """`names` loaded in Triton for the duration (a module fixture's models)."""
+    loader = gateway_over("grpc", triton)
+    try:
+        for name in names:
+            await loader.load(name)
+        yield
+        for name in names:
+            await loader.unload(name)
+    finally:
+        await loader.close()

@@ -12,7 +12,7 @@ import pytest
 from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.triton.client import TritonGateway
 from control_plane.triton.tensors import datatype, serialize_bytes
-from tests.control_plane.triton.gateways import PROTOCOLS, gateway_over
+from tests.control_plane.triton.gateways import PROTOCOLS, gateway_over, loaded
 from tests.control_plane.triton.python_models import (
     LENGTH_OUTPUT,
     TEXT_INPUT,
@@ -29,13 +29,8 @@ TEXT_MODEL, TYPED_MODEL = "cptest_gw_text", "cptest_gw_typed"
 async def models(model_repository: Path, triton: EmbeddedTriton) -> AsyncIterator[None]:
     write_text_model(model_repository, TEXT_MODEL)
     write_typed_model(model_repository, TYPED_MODEL)
-    loader = gateway_over("grpc", triton)
-    for name in (TEXT_MODEL, TYPED_MODEL):
-        await loader.load(name)
-    yield
-    for name in (TEXT_MODEL, TYPED_MODEL):
-        await loader.unload(name)
-    await loader.close()
+    async with loaded(triton, TEXT_MODEL, TYPED_MODEL):
+        yield
 
 
 @pytest.fixture(params=PROTOCOLS)

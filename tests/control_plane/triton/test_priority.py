@@ -18,7 +18,7 @@ import pytest
 from conch_embedded.triton_server import EmbeddedTriton
 from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVEL_COUNT, PRIORITY_LEVELS
 from control_plane.triton.client import TritonGateway
-from tests.control_plane.triton.gateways import PROTOCOLS, gateway_over
+from tests.control_plane.triton.gateways import PROTOCOLS, gateway_over, loaded
 from tests.control_plane.triton.python_models import (
     TAG_INPUT,
     TAG_OUTPUT,
@@ -43,13 +43,8 @@ async def models(model_repository: Path, triton: EmbeddedTriton) -> AsyncIterato
         model_repository, PACED, levels=PRIORITY_LEVEL_COUNT, default_level=DEFAULT_PRIORITY_LEVEL
     )
     write_text_model(model_repository, TEXT)
-    loader = gateway_over("grpc", triton)
-    for name in (PACED, TEXT):
-        await loader.load(name)
-    yield
-    for name in (PACED, TEXT):
-        await loader.unload(name)
-    await loader.close()
+    async with loaded(triton, PACED, TEXT):
+        yield
 
 
 @pytest.fixture(params=PROTOCOLS)

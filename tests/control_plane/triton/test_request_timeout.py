@@ -17,7 +17,7 @@ import pytest
 from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.core.errors import TritonTimeoutError
 from control_plane.triton.client import TritonGateway
-from tests.control_plane.triton.gateways import PROTOCOLS, gateway_over
+from tests.control_plane.triton.gateways import PROTOCOLS, gateway_over, loaded
 from tests.control_plane.triton.slow_model import INPUT, OUTPUT, write_slow_model
 
 SLOW = "cptest_gw_slow"
@@ -30,11 +30,8 @@ GATEWAY_TIMEOUT_S = 60.0
 @pytest.fixture(scope="module")
 async def slow_model(model_repository: Path, triton: EmbeddedTriton) -> AsyncIterator[None]:
     write_slow_model(model_repository, SLOW)
-    loader = gateway_over("grpc", triton)
-    await loader.load(SLOW)
-    yield
-    await loader.unload(SLOW)
-    await loader.close()
+    async with loaded(triton, SLOW):
+        yield
 
 
 @pytest.fixture(params=PROTOCOLS)
