@@ -27,9 +27,12 @@ NAIVE, TUNED = "baseline-naive", "baseline-tuned"
 # repeated runs of one arm on a quiet machine vary by a few percent.
 CLIENT_NOISE = 0.10
 P50_TARGET = 1.5  # Conch's p50 at concurrency 1 over the in-process baseline's
-# conch-v2 (wrk) again through the Python client, so it compares with the other
-# Conch doors, which the Python client drives.
+# The doors driven by wrk, measured again through the Python client, so that they
+# compare with conch-rest (which only the Python client drives: keys cycled, late
+# requests) as well as with each other under wrk.
 V2_PYTHON_ARM = "conch-v2-python"
+ENGINE_PYTHON_ARM = "conch-engine-python"
+PYTHON_TWINS = {"conch-v2": V2_PYTHON_ARM, "conch-engine": ENGINE_PYTHON_ARM}
 # One model core behind every door: each door within this of the others.
 DOOR_SPREAD = 0.10
 
@@ -115,9 +118,9 @@ def compute_ratios(runs: Sequence[ArmRun], *, low: int = 1, mid: int = 64) -> li
         )
         ratios += _max_throughput(index, model, "conch-v2", "triton-http")
         for arm, ref in (
-            ("conch-engine", "conch-rest"),
-            (V2_PYTHON_ARM, "conch-engine"),
-            (V2_PYTHON_ARM, "conch-rest"),
+            ("conch-v2", "conch-engine"),  # wrk
+            (ENGINE_PYTHON_ARM, "conch-rest"),  # the Python client from here on
+            (V2_PYTHON_ARM, ENGINE_PYTHON_ARM),
         ):
             ratios += _same_core(index, model, arm, ref, low)
         for arm, ref in (

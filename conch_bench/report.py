@@ -53,11 +53,11 @@ METHOD = (
     "bucket each) |",
     "| conch-rest-nolimit | the same with `CONCH_RATE_LIMIT_ENABLED=false` |",
     "| conch-engine | seed 002's `POST /api/inference/predict` (model named in the body), "
-    "same rows, rate limiter on |",
+    "same rows, rate limiter on; wrk |",
     "| conch-v2 | Conch's Open Inference Protocol door (`/v2/models/{name}/infer`) with the "
     "body triton-http sends, an API key, rate limiter on; wrk |",
-    "| conch-v2-python | conch-v2 through the Python client, to compare with the other Conch "
-    "doors |",
+    "| conch-engine-python, conch-v2-python | the same two doors through the Python client, "
+    "to compare with conch-rest |",
     "| triton-grpc-2x-clients | triton-grpc at its best concurrency with twice the client "
     "processes: a client check |",
     "| triton-http-python | triton-http at wrk's best concurrency through the Python client: "

@@ -5,10 +5,10 @@ One embedded Triton serves the bench repository (each model plus its
 subprocess; Conch's REST arms go to a control plane given by URL. Arms run one
 after another on the same machine, so their ratios are comparable.
 
-Load generators: triton-http and conch-v2 are driven by `wrk` (native.py), the
-others by the Python client (loadgen.py: gRPC, per-request keys, mixed bodies);
-conch-v2 is measured through the Python client too, to compare with the other
-Conch doors. Each model ends
+Load generators: triton-http, conch-v2 and conch-engine are driven by `wrk`
+(native.py), the others by the Python client (loadgen.py: gRPC, per-request
+keys, mixed bodies); conch-v2 and conch-engine are measured through the Python
+client too, to compare with conch-rest. Each model ends
 with an open-loop pass: every arm offered the same fixed rate, a fraction of the
 slowest arm's best throughput, for latency under load without coordinated
 omission.
@@ -39,7 +39,7 @@ from conch_bench.plot import MISSING, plot_model
 from conch_bench.ratios import (
     CLIENT_CHECK_ARM,
     HTTP_CHECK_ARM,
-    V2_PYTHON_ARM,
+    PYTHON_TWINS,
     ArmRun,
     compute_ratios,
 )
@@ -64,9 +64,9 @@ ALL_MODELS = ("tabular", "mlp", "recommender")
 _CONCH_ARMS = {
     "conch-rest", "conch-rest-manykeys", "conch-rest-nolimit", "conch-engine", "conch-v2",
 }  # fmt: skip
-# Driven by wrk; skipped without it. conch-v2 is measured again through the Python
-# client (V2_PYTHON_ARM) to compare with the other Conch doors.
-_NATIVE_ARMS = {"triton-http", "conch-v2"}
+# Driven by wrk; skipped without it. The Conch doors among them are measured again
+# through the Python client (PYTHON_TWINS) to compare with conch-rest.
+_NATIVE_ARMS = {"triton-http", "conch-v2", "conch-engine"}
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,12 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                         runs.append(_client_check(console, model, target, runs, options))
                     if arm == "triton-http" and options.client_check:
                         runs.append(_http_client_check(console, model, target, runs, options))
-                    if arm == "conch-v2":
+                    twin = PYTHON_TWINS.get(arm)
+                    if twin is not None:
                         for concurrency in options.concurrencies:
                             runs.append(
                                 _measure(
-                                    console, model, V2_PYTHON_ARM, target, concurrency, options,
+                                    console, model, twin, target, concurrency, options,
                                     native=False,
                                 )
                             )  # fmt: skip

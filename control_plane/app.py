@@ -49,6 +49,7 @@ from control_plane.slots.routes import router as slots_router
 from control_plane.state import AppState
 from control_plane.triton.client import TritonGateway
 from control_plane.triton.passthrough import TritonPassthrough
+from control_plane.v2.routes import LANE_ENDPOINTS as V2_LANE_ENDPOINTS
 from control_plane.v2.routes import router as v2_router
 
 logger = logging.getLogger(__name__)
@@ -224,7 +225,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     )
     # Added first, so it runs inside the request-id middleware (ids, rate-limit headers)
     # and inside the body cap.
-    app.add_middleware(PredictionLane, extra_endpoints=ENGINE_PREDICT_ENDPOINTS)
+    app.add_middleware(
+        PredictionLane,
+        extra_endpoints=ENGINE_PREDICT_ENDPOINTS,
+        passthrough_endpoints=V2_LANE_ENDPOINTS,
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.uses_development_secret:
         app.add_middleware(LoopbackOnly)

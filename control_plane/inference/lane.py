@@ -14,13 +14,19 @@ The rate limit is checked while the prediction runs rather than before it,
 hiding the Redis round trip: a refused request gets its 429 and its result is
 thrown away, and a key already known to be over its limit is refused before any
 Triton work (`RateLimiter.hit` answers it at once).
+
+A door whose bodies pass through unread (the Open Inference Protocol's inference,
+`v2/routes.py`) declares `PassthroughEndpoint`s: the same admission, limit and
+body cap, the caller's bytes handed over as they came, and the handler's
+`TritonAnswer` sent back as it is.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 import pydantic
@@ -33,11 +39,29 @@ from control_plane.core.errors import PayloadTooLargeError, handled_error_respon
 from control_plane.core.settings import Settings
 from control_plane.inference.endpoints import ENDPOINTS, Endpoint
 from control_plane.inference.handlers import Payload
+from control_plane.keys.access import Policy, presented_key
 from control_plane.keys.deps import enforce_rate_limit, require_json
+from control_plane.keys.schemas import Principal
+from control_plane.triton.http_pool import Headers
+from control_plane.triton.passthrough import TritonAnswer
 
 # Path ids as the routes accept them (1 and up, no leading zero); anything else,
 # longer digit strings included, goes to FastAPI, whose validation answers it.
 _ID = r"([1-9]\d{0,8})"
+
+
+@dataclass(frozen=True, eq=False)
+class PassthroughEndpoint:
+    """An endpoint whose body is bytes for Triton: `path`'s groups (None where an
+    optional group did not match) and the request's headers go to `handler` with
+    the body; the answer it returns is sent as it is."""
+
+    method: str
+    path: re.Pattern[str]
+    policy: Policy
+    handler: Callable[
+        [Components, Principal, tuple[str | None, ...], Headers, bytes], Awaitable[TritonAnswer]
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,30 +104,45 @@ def match(method: str, path: str) -> tuple[Endpoint, int | None] | None:
 
 
 class PredictionLane:
-    def __init__(self, app: ASGIApp, extra_endpoints: Sequence[Endpoint] = ()) -> None:
-        """Serves `ENDPOINTS` and `extra_endpoints` (other doors' tables)."""
+    def __init__(
+        self,
+        app: ASGIApp,
+        extra_endpoints: Sequence[Endpoint] = (),
+        passthrough_endpoints: Sequence[PassthroughEndpoint] = (),
+    ) -> None:
+        """Serves `ENDPOINTS`, `extra_endpoints` (other doors' tables) and
+        `passthrough_endpoints`."""
         self.app = app
         self._table = LaneTable((*ENDPOINTS, *extra_endpoints)) if extra_endpoints else _TABLE
+        self._passthrough = tuple(passthrough_endpoints)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = (
-            self._table.match(scope["method"], scope["path"]) if scope["type"] == "http" else None
-        )
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        matched = self._table.match(method, path)
+        passed: tuple[PassthroughEndpoint, tuple[str | None, ...]] | None = None
+        if matched is None:
+            passed = self._passthrough_match(method, path)
         components: Components | None = (
-            getattr(scope["app"].state, "components", None) if matched else None
+            getattr(scope["app"].state, "components", None) if matched or passed else None
         )
-        if matched is None or components is None:
+        settings = None if components is None else components.get(Settings)
+        if components is None or settings is None or not settings.fast_lane:
             await self.app(scope, receive, send)
             return
-        settings = components.get(Settings)
-        if not settings.fast_lane:
-            await self.app(scope, receive, send)
-            return
-        endpoint, resource_id = matched
+        max_bytes = settings.max_body_bytes
         try:
-            payload = await _serve(
-                components, endpoint, resource_id, scope, receive, settings.max_body_bytes
-            )
+            if matched is not None:
+                endpoint, resource_id = matched
+                payload = await _serve_json(
+                    components, endpoint, resource_id, scope, receive, max_bytes
+                )
+                answer = None if payload is None else _json_answer(payload)
+            else:
+                assert passed is not None
+                answer = await _serve_passthrough(components, *passed, scope, receive, max_bytes)
         except Exception as exc:
             # FastAPI's own handlers answer; what they leave gets the request-id
             # middleware's 500, as it does behind FastAPI.
@@ -112,15 +151,27 @@ class PredictionLane:
                 raise
             await response(scope, receive, send)
             return
-        if payload is None:
+        if answer is None:
             return  # the client went away: nobody to answer
-        content = orjson.dumps(payload)
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(content)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    def _passthrough_match(
+        self, method: str, path: str
+    ) -> tuple[PassthroughEndpoint, tuple[str | None, ...]] | None:
+        for endpoint in self._passthrough:
+            found = endpoint.path.fullmatch(path)
+            if found is not None and endpoint.method == method:
+                return endpoint, found.groups()
+        return None
 
 
-async def _serve(
+def _json_answer(payload: Payload) -> TritonAnswer:
+    return TritonAnswer(200, _JSON_HEADERS, orjson.dumps(payload))
+
+
+async def _serve_json(
     components: Components,
     endpoint: Endpoint,
     resource_id: int | None,
@@ -128,21 +179,61 @@ async def _serve(
     receive: Receive,
     max_bytes: int,
 ) -> Payload | None:
-    # The routes' order: the key, its rate limit, its scope and resource, then the body.
+    async def handle(principal: Principal, raw_body: bytes) -> Payload:
+        return await endpoint.handler(
+            components, principal, resource_id, _validated(endpoint, raw_body)
+        )
+
+    return await _admitted(
+        components, endpoint.policy, resource_id, scope, receive, max_bytes, handle, json_body=True
+    )
+
+
+async def _serve_passthrough(
+    components: Components,
+    endpoint: PassthroughEndpoint,
+    path_args: tuple[str | None, ...],
+    scope: Scope,
+    receive: Receive,
+    max_bytes: int,
+) -> TritonAnswer | None:
+    async def handle(principal: Principal, raw_body: bytes) -> TritonAnswer:
+        return await endpoint.handler(components, principal, path_args, scope["headers"], raw_body)
+
+    return await _admitted(
+        components, endpoint.policy, None, scope, receive, max_bytes, handle, json_body=False
+    )
+
+
+_Result = TypeVar("_Result")
+
+
+async def _admitted(
+    components: Components,
+    policy: Policy,
+    resource_id: int | None,
+    scope: Scope,
+    receive: Receive,
+    max_bytes: int,
+    handle: Callable[[Principal, bytes], Awaitable[_Result]],
+    *,
+    json_body: bool,
+) -> _Result | None:
+    """`handle`'s result for the admitted key and the body; None if the client left.
+
+    The routes' order: the key, its rate limit, its scope and resource, then the body.
+    """
     headers = _headers(scope)
-    principal, limit_check = await endpoint.policy.admit(components, headers.get("x-api-key"))
+    principal, limit_check = await policy.admit(components, presented_key(headers))
     if limit_check is not None and limit_check.done():
         # A key known to be over its limit: refused before any Triton work.
         enforce_rate_limit(limit_check.result())
     try:
-        await endpoint.policy.authorize(components, principal, resource_id)
-        require_json(headers)
+        await policy.authorize(components, principal, resource_id)
+        if json_body:
+            require_json(headers)
         raw_body = await _read_body(receive, headers.get("content-length"), max_bytes)
-        if raw_body is None:
-            payload = None
-        else:
-            body = _validated(endpoint, raw_body)
-            payload = await endpoint.handler(components, principal, resource_id, body)
+        result = None if raw_body is None else await handle(principal, raw_body)
     except BaseException:
         # Over the limit, the 429 is the answer whatever the prediction did.
         if limit_check is not None:
@@ -150,7 +241,7 @@ async def _serve(
         raise
     if limit_check is not None:
         enforce_rate_limit(await limit_check)
-    return payload
+    return result
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -162,7 +253,9 @@ def _headers(scope: Scope) -> dict[str, str]:
     }
 
 
-_LANE_HEADERS = frozenset((b"x-api-key", b"content-type", b"content-length", b"transfer-encoding"))
+_LANE_HEADERS = frozenset(
+    (b"x-api-key", b"authorization", b"content-type", b"content-length", b"transfer-encoding")
+)
 
 
 async def _read_body(receive: Receive, declared: str | None, max_bytes: int) -> bytes | None:

@@ -130,13 +130,15 @@ class GuardedRoute(APIRoute):
 
 Public = Depends(PUBLIC)
 
-# The prediction fast lane applies these two itself (inference/lane.py).
+# The prediction fast lane applies these itself (inference/lane.py).
 PREDICT_MODEL = Policy("predict", "model_id")
 PREDICT_PROJECT = Policy("predict", "project_id")
 
 PredictModelKey = Annotated[Principal, Depends(PREDICT_MODEL)]
 PredictProjectKey = Annotated[Principal, Depends(PREDICT_PROJECT)]
-PredictAnyKey = Annotated[Principal, Depends(Policy("predict", "any"))]
+PREDICT_ANY = Policy("predict", "any")  # the v2 door's inference, in the lane too
+
+PredictAnyKey = Annotated[Principal, Depends(PREDICT_ANY)]
 ReadModelKey = Annotated[Principal, Depends(Policy("read", "model_id"))]
 ReadProjectKey = Annotated[Principal, Depends(Policy("read", "project_id"))]
 ReadAnyKey = Annotated[Principal, Depends(Policy("read", "any"))]

@@ -18,6 +18,7 @@ through `service.call_model` (resolution, visibility, on-demand loading).
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from typing import Annotated, Any
 
 import orjson
@@ -26,9 +27,12 @@ from fastapi import APIRouter, Path, Request, Response
 from control_plane.core.components import Components, ComponentsDep
 from control_plane.core.errors import TritonError, TritonUnavailableError
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
+from control_plane.inference.lane import PassthroughEndpoint
 from control_plane.keys.access import visible_model
-from control_plane.keys.deps import GuardedRoute, PredictAnyKey, Public, ReadAnyKey
+from control_plane.keys.deps import PREDICT_ANY, GuardedRoute, PredictAnyKey, Public, ReadAnyKey
 from control_plane.keys.schemas import Principal
+from control_plane.model_core.handle import ModelHandle
+from control_plane.triton.http_pool import Headers
 from control_plane.triton.passthrough import TritonAnswer, forwarded_headers
 from control_plane.v2.schemas import (
     InferenceResponse,
@@ -205,8 +209,43 @@ async def _infer(
     # Read only now, after the key, its limit and the model's visibility; BodyLimit
     # caps it (413). Held whole: the request is sent again if Triton lost the model.
     body = await request.body()
-    headers = forwarded_headers(request.scope["headers"])
-    answer = await call_model(
-        app, handle, name, version, "/infer", method="POST", headers=headers, body=body
+    return _passed_on(await _infer_on(app, handle, name, version, request.scope["headers"], body))
+
+
+async def _lane_infer(
+    app: Components,
+    key: Principal,
+    path_args: tuple[str | None, ...],
+    headers: Headers,
+    body: bytes,
+) -> TritonAnswer:
+    name, version = path_args
+    assert name is not None
+    return await _infer_on(app, await visible_model(app, key, name), name, version, headers, body)
+
+
+async def _infer_on(
+    app: Components,
+    handle: ModelHandle,
+    name: str,
+    version: str | None,
+    headers: Headers,
+    body: bytes,
+) -> TritonAnswer:
+    forwarded = forwarded_headers(headers)
+    return await call_model(
+        app, handle, name, version, "/infer", method="POST", headers=forwarded, body=body
     )
-    return _passed_on(answer)
+
+
+# Inference served by the fast lane (`inference/lane.py`): the routes above answer
+# the same requests when `CONCH_FAST_LANE=false`, and document them. The name as the
+# route takes it (1-256 characters, no slash); anything else goes to FastAPI.
+LANE_ENDPOINTS = (
+    PassthroughEndpoint(
+        "POST",
+        re.compile(r"/v2/models/([^/]{1,256})(?:/versions/([1-9][0-9]{0,18}))?/infer"),
+        PREDICT_ANY,
+        _lane_infer,
+    ),
+)

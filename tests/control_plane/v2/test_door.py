@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,12 +15,15 @@ import pytest
 from fastapi import FastAPI
 
 from conch_embedded.triton_server import EmbeddedTriton
+from control_plane.app import create_app
 from control_plane.lifecycle.status import LoadState
 from control_plane.model_core.stats import InferenceStats
+from control_plane.v2.routes import LANE_ENDPOINTS
 from tests.control_plane.conftest import make_key, make_project, state_of
 from tests.control_plane.v2.conftest import Tabular, export_iris, register
 from tests.control_plane.waiting import until
 
+(LANE_INFER,) = LANE_ENDPOINTS
 ERROR_BODY = {"error", "message", "details", "timestamp", "request_id"}
 
 
@@ -267,3 +271,66 @@ async def test_a_cold_model_is_loaded_by_the_lifecycle_and_again_after_an_unload
     await until(gone, "Triton did not unload the model")
     await until(served, "the unloaded model was not served again")
     assert await _triton_ready(triton, triton_name)
+
+
+@pytest.fixture(scope="module")
+async def fastapi_only(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """A second replica with the fast lane off: FastAPI's /v2 routes answer inference."""
+    settings = state_of(app).settings.model_copy(update={"fast_lane": False})
+    replica = create_app(settings, migrate=False)
+    async with replica.router.lifespan_context(replica):
+        yield replica
+
+
+def _as_compared(response: httpx.Response) -> tuple[int, object, dict[str, str | None]]:
+    if response.headers.get("content-type", "").startswith("application/json"):
+        body: object = response.json()
+        if isinstance(body, dict):
+            body.pop("request_id", None)
+            body.pop("timestamp", None)
+    else:
+        body = response.content
+    names = ("content-type", "inference-header-content-length", "www-authenticate")
+    return response.status_code, body, {name: response.headers.get(name) for name in names}
+
+
+async def test_the_lane_and_fastapi_infer_alike(
+    client: httpx.AsyncClient,
+    fastapi_only: FastAPI,
+    served_iris: Tabular,
+    keys: dict[str, str],
+) -> None:
+    """The fast lane serves v2 inference; with it off, FastAPI's route gives the same answers."""
+    rows = served_iris.rows
+    binary, header_length = _binary_request(rows)
+    binary_headers = {"Inference-Header-Content-Length": str(header_length)}
+    predict, read = {"X-API-Key": keys["predict"]}, {"X-API-Key": keys["read"]}
+    bearer = {"Authorization": f"Bearer {keys['predict']}"}
+    good = json.dumps(_json_request(rows)).encode()
+    name = served_iris.name
+    cases: list[tuple[str, bytes, dict[str, str]]] = [
+        (f"/v2/models/{name}/infer", good, predict),
+        (f"/v2/models/{name}/infer", good, bearer),
+        (f"/v2/models/{served_iris.triton_name}/versions/1/infer", good, predict),
+        (f"/v2/models/{served_iris.model_id}/infer", binary, {**predict, **binary_headers}),
+        (f"/v2/models/{name}/versions/7/infer", good, predict),
+        (f"/v2/models/no-such-{uuid.uuid4().hex[:6]}/infer", good, predict),
+        (
+            f"/v2/models/{name}/infer",
+            json.dumps(_json_request(rows, shape=[4, 5])).encode(),
+            predict,
+        ),
+        (f"/v2/models/{name}/infer", b'{"inputs": [', predict),
+        (f"/v2/models/{name}/infer", good, read),
+        (f"/v2/models/{name}/infer", good, {}),
+    ]
+    statuses = []
+    other = httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_only), base_url="http://b")
+    async with other:
+        for path, content, headers in cases:
+            assert LANE_INFER.path.fullmatch(path), path
+            lane = await client.post(path, content=content, headers=headers)
+            fastapi = await other.post(path, content=content, headers=headers)
+            assert _as_compared(lane) == _as_compared(fastapi), (path, headers)
+            statuses.append(lane.status_code)
+    assert statuses == [200, 200, 200, 200, 404, 404, 400, 400, 403, 401]
