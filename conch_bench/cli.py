@@ -191,6 +191,13 @@ def suite_command(
             help="open-loop pass per model at this share of the slowest arm's best req/s (0: off)",
         ),
     ] = 0.5,
+    priority: Annotated[
+        bool,
+        typer.Option(
+            help="with conch-engine: low and urgent requests side by side on the tabular "
+            "model's priority twin, at saturation (needs wrk)"
+        ),
+    ] = True,
     note: Annotated[
         list[str] | None, typer.Option(help="context recorded in the report, repeatable")
     ] = None,
@@ -234,6 +241,7 @@ def suite_command(
         start_conch=start_conch,
         client_check=client_check,
         open_loop_fraction=open_loop,
+        priority=priority,
         bare_torch=bare_torch,
         notes=tuple(note or ()),
     )

@@ -9,7 +9,8 @@ control plane with MANY_KEYS predict keys cycled per request: one bucket per
 key, as with real traffic, instead of one hot bucket (the limiter's best case).
 Recommenders go through a project with one slot
 (`/inference/predict/project/{id}`: key, slot choice, limiter); float-row models
-through `/api/v1/models/{id}/predict` when the control plane has it.
+through `/api/v1/models/{id}/predict` when the control plane has it. A model's
+`__priority` twin (models.py) is registered too, for the priority pass.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ConchEndpoint:
     model_ids: dict[str, str] = field(default_factory=dict)  # bench key -> Conch model id
     project_ids: dict[str, str] = field(default_factory=dict)  # bench key -> project id
     many_keys: tuple[str, ...] = ()  # predict keys for the many-keys arm
+    priority_ids: dict[str, str] = field(default_factory=dict)  # bench key -> its twin's id
 
     def target(
         self, model: BenchModel, base: str, batch_size: int, *, many_keys: bool = False
@@ -72,10 +74,17 @@ class ConchEndpoint:
             return RestTarget(url=url, bodies=bodies, key_header="X-API-Key", keys=self.many_keys)
         return RestTarget(url=url, bodies=bodies, headers={"X-API-Key": self.api_key})
 
-    def engine_target(self, model: BenchModel, base: str, batch_size: int) -> RestTarget:
-        """Seed 002's `POST /api/inference/predict` with the same rows as `target`'s."""
-        model_id = self.model_ids.get(model.key, model.triton_name)
-        template = f'{{"model_id": "{model_id}", "data": $DATA}}'
+    def engine_target(
+        self, model: BenchModel, base: str, batch_size: int, *, priority: str | None = None
+    ) -> RestTarget:
+        """Seed 002's `POST /api/inference/predict` with the same rows as `target`'s;
+        with a `priority`, to the model's `__priority` twin."""
+        if priority is None:
+            model_id, extra = self.model_ids.get(model.key, model.triton_name), ""
+        else:
+            twin = model.priority_name or model.triton_name
+            model_id, extra = self.priority_ids.get(model.key, twin), f', "priority": "{priority}"'
+        template = f'{{"model_id": "{model_id}", "data": $DATA{extra}}}'
         bodies = render_bodies(template, rows=batch_size, features=model.features)
         url = base.rstrip("/") + "/api/inference/predict"
         return RestTarget(url=url, bodies=bodies, headers={"X-API-Key": self.api_key})
@@ -169,15 +178,21 @@ async def _create_keys(database_url: str, secret: str) -> tuple[str, str, tuple[
 
 def _register(
     url: str, admin: str, models: list[BenchModel]
-) -> tuple[dict[str, str], dict[str, str]]:
+) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Conch ids of the models, the recommenders' projects and the priority twins."""
     headers = {"X-API-Key": admin}
     model_ids: dict[str, str] = {}
     project_ids: dict[str, str] = {}
+    priority_ids: dict[str, str] = {}
     with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
         for model in models:
             response = client.post("/api/v1/models", json={"triton_name": model.triton_name})
             response.raise_for_status()
             model_ids[model.key] = str(response.json()["id"])
+            if model.priority_name is not None:
+                twin = client.post("/api/v1/models", json={"triton_name": model.priority_name})
+                twin.raise_for_status()
+                priority_ids[model.key] = str(twin.json()["id"])
             if model.key != "recommender":
                 continue
             project = client.post("/api/v1/projects", json={"name": f"bench-{model.key}"})
@@ -186,7 +201,7 @@ def _register(
             slot = {"name": "main", "model_id": int(model_ids[model.key]), "weight": 1}
             client.post(f"/api/v1/projects/{project_id}/slots", json=slot).raise_for_status()
             project_ids[model.key] = str(project_id)
-    return model_ids, project_ids
+    return model_ids, project_ids, priority_ids
 
 
 @contextmanager
@@ -226,5 +241,5 @@ def conch_stack(
             {**env, "CONCH_RATE_LIMIT_ENABLED": "false"}, workers, "conch-rest-nolimit"
         )
         stack.callback(unlimited.stop)
-        model_ids, project_ids = _register(url, admin, models)
-        yield ConchEndpoint(url, predict, url_nolimit, model_ids, project_ids, many)
+        model_ids, project_ids, priority_ids = _register(url, admin, models)
+        yield ConchEndpoint(url, predict, url_nolimit, model_ids, project_ids, many, priority_ids)

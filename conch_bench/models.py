@@ -4,8 +4,11 @@ The suite prefers the demo models (`conch_embedded.demo.models.build_demo`); whe
 available it exports two small stand-ins itself (a scikit-learn logistic
 regression and a torch MLP, both to ONNX). Every model gets a `<name>__nobatch`
 twin: the same model file, the config without `dynamic_batching`, so batching
-on/off is measured side by side in one Triton. Configs are edited through
-Triton's protobuf schema, never as text.
+on/off is measured side by side in one Triton. The models of the priority pass
+also get a `<name>__priority` twin whose config declares Triton's priority
+levels (opt-in in exports: they cost throughput, docs/PERFORMANCE.md). Configs
+are edited through Triton's protobuf schema, never as text; a twin's manifest
+names the twin, so Conch can register it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from typing import Any, Literal
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVEL_COUNT
+from conch_manifest.schema import MANIFEST_FILENAME, Manifest, sha256_file
+
 InstanceKind = Literal["cpu", "gpu"]
 NOBATCH_SUFFIX = "__nobatch"
+PRIORITY_SUFFIX = "__priority"
 GPU_SUFFIX = "__gpu"
 TABULAR_FEATURES = 16
 MLP_SHAPE = (256, 1024, 1024, 10)
@@ -37,6 +44,7 @@ class BenchModel:
     features: int = 0  # $DATA columns
     int_high: int = 2  # integer inputs are drawn from [0, int_high)
     user_ids: tuple[str, ...] = field(default_factory=tuple)
+    priority_name: str | None = None  # its `__priority` twin, when one was built
 
     @property
     def nobatch_name(self) -> str:
@@ -64,6 +72,7 @@ def add_variant(
     *,
     dynamic_batching: bool = True,
     instance_kind: InstanceKind | None = None,
+    priority_levels: bool = False,
 ) -> str:
     """Copy a model under another name with its config changed; returns the name.
 
@@ -84,14 +93,38 @@ def add_variant(
         gpu = instance_kind == "gpu"
         kind = pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU
         config.instance_group.add(kind=kind, count=1)
+    if priority_levels:
+        # As the exporters write them (exporters/config.py): the levels the control
+        # plane sends, and the default for a request that names none.
+        config.dynamic_batching.priority_levels = PRIORITY_LEVEL_COUNT
+        config.dynamic_batching.default_priority_level = DEFAULT_PRIORITY_LEVEL
     write_config(target, config)
+    _rename_manifest(target, name)
     return name
+
+
+def _rename_manifest(model_dir: Path, name: str) -> None:
+    """The copied manifest made the twin's: its name, its files' hashes (the config differs)."""
+    path = model_dir / MANIFEST_FILENAME
+    if not path.is_file():
+        return  # the stand-in exports have none
+    manifest = Manifest.model_validate_json(path.read_bytes())
+    files = {relative: sha256_file(model_dir / relative) for relative in manifest.files}
+    path.unlink()  # hard-linked to the source's manifest: never write through it
+    renamed = manifest.model_copy(update={"triton_name": name, "files": files})
+    path.write_text(renamed.model_dump_json(indent=2))
 
 
 def add_nobatch_variant(repository: Path, triton_name: str) -> str:
     """`<name>__nobatch`: the same model and config without dynamic batching."""
     name = triton_name + NOBATCH_SUFFIX
     return add_variant(repository, triton_name, name, dynamic_batching=False)
+
+
+def add_priority_variant(repository: Path, triton_name: str) -> str:
+    """`<name>__priority`: the same model and config with Triton's priority levels declared."""
+    name = triton_name + PRIORITY_SUFFIX
+    return add_variant(repository, triton_name, name, priority_levels=True)
 
 
 def _link_or_copy(src: str, dst: str) -> Any:
@@ -230,13 +263,14 @@ def build_bench_models(
     instance_kind: InstanceKind = "cpu",
     use_demo: bool = True,
     keys: tuple[str, ...] = ("tabular", "mlp", "recommender"),
+    priority_keys: tuple[str, ...] = (),
 ) -> list[BenchModel]:
     """Export (or reuse) the models and add their variants.
 
     With `instance_kind="gpu"`, models on the pytorch backend are served from a
     `<name>__gpu` variant with KIND_GPU instances (the others stay on the CPU:
     onnxruntime-gpu is not on the GPU machines). Every served model gets its
-    `__nobatch` twin.
+    `__nobatch` twin; those in `priority_keys` a `__priority` twin too.
     """
     repository.mkdir(parents=True, exist_ok=True)
     models = _from_demo(repository, instance_kind) if use_demo else None
@@ -254,5 +288,8 @@ def build_bench_models(
             )
             model = replace(model, triton_name=name)
         add_nobatch_variant(repository, model.triton_name)
+        if model.key in priority_keys:
+            twin = add_priority_variant(repository, model.triton_name)
+            model = replace(model, priority_name=twin)
         served.append(model)
     return served

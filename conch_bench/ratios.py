@@ -3,7 +3,8 @@
 Arm names: triton-grpc, triton-http (wrk), triton-grpc-nobatch (dynamic batching
 off), conch-rest (auth, slot and rate limit on), conch-rest-manykeys (the same,
 MANY_KEYS keys cycled), conch-rest-nolimit, baseline-naive and baseline-tuned
-(plain FastAPI). A ratio whose arms were not measured is left out, not guessed.
+(plain FastAPI), priority-low and priority-urgent (one run side by side). A ratio
+whose arms were not measured is left out, not guessed.
 
 Throughput ratios come twice: at each arm's best concurrency (its saturation
 point, which may differ between the arms) and at one fixed concurrency (the same
@@ -35,6 +36,9 @@ ENGINE_PYTHON_ARM = "conch-engine-python"
 PYTHON_TWINS = {"conch-v2": V2_PYTHON_ARM, "conch-engine": ENGINE_PYTHON_ARM}
 # One model core behind every door: each door within this of the others.
 DOOR_SPREAD = 0.10
+# The priority pass (priority.py): low and urgent requests side by side, at saturation.
+PRIORITY_LOW_ARM, PRIORITY_URGENT_ARM = "priority-low", "priority-urgent"
+PRIORITY_TARGET = 0.5  # urgent p99 over low p99 (the issue's bound)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,35 @@ def compute_ratios(runs: Sequence[ArmRun], *, low: int = 1, mid: int = 64) -> li
             ratios += _pair_at(index, model, arm, TUNED, mid)
         for arm in ("conch-rest", "triton-grpc"):
             ratios += _open_pair(index, model, arm, TUNED)
+        ratios += _priority(index, model)
     return ratios
+
+
+def _priority(index: _Index, model: str) -> list[Ratio]:
+    """Urgent requests overtake low ones: their p99 at most PRIORITY_TARGET of low's."""
+    low, urgent = index.best(model, PRIORITY_LOW_ARM), index.best(model, PRIORITY_URGENT_ARM)
+    if low is None or urgent is None or not low.latency_ms["p99"] > 0:
+        return []
+    value = urgent.latency_ms["p99"] / low.latency_ms["p99"]
+    errors = urgent.errors + low.errors  # an error's latency is no overtaking
+    detail = (
+        f"at the same time: urgent p99 {urgent.latency_ms['p99']:.2f} ms "
+        f"({urgent.concurrency} connections, {urgent.throughput_rps:.0f} req/s) / low p99 "
+        f"{low.latency_ms['p99']:.2f} ms ({low.concurrency} connections, "
+        f"{low.throughput_rps:.0f} req/s)" + (f"; {errors} errors" if errors else "")
+    )
+    passed = value <= PRIORITY_TARGET and errors == 0
+    return [
+        Ratio(
+            "priority: urgent p99 / low p99 at saturation",
+            model,
+            value,
+            "x",
+            detail,
+            target=f"≤ {PRIORITY_TARGET:.2f}x",
+            passed=passed,
+        )
+    ]
 
 
 def _overhead(index: _Index, model: str, arm: str, ref: str, c: int, what: str) -> list[Ratio]:

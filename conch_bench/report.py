@@ -58,6 +58,9 @@ METHOD = (
     "body triton-http sends, an API key, rate limiter on; wrk |",
     "| conch-engine-python, conch-v2-python | the same two doors through the Python client, "
     "to compare with conch-rest |",
+    "| priority-low, priority-urgent | conch-engine on the model's `__priority` twin (config "
+    "with Triton's priority levels), two wrk at once: most connections send "
+    '`"priority": "low"`, a few `"urgent"` (`conch_bench/priority.py`) |',
     "| triton-grpc-2x-clients | triton-grpc at its best concurrency with twice the client "
     "processes: a client check |",
     "| triton-http-python | triton-http at wrk's best concurrency through the Python client: "

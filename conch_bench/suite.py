@@ -11,7 +11,8 @@ keys, mixed bodies); conch-v2 and conch-engine are measured through the Python
 client too, to compare with conch-rest. Each model ends
 with an open-loop pass: every arm offered the same fixed rate, a fraction of the
 slowest arm's best throughput, for latency under load without coordinated
-omission.
+omission. With conch-engine, the tabular model also gets a priority pass
+(priority.py): low and urgent requests side by side at saturation, under wrk.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from conch_bench.machine import describe_machine
 from conch_bench.models import BenchModel, InstanceKind, build_bench_models
 from conch_bench.native import WRK_INSTALL_HINT, WrkError, find_wrk, request_spec, run_wrk
 from conch_bench.plot import MISSING, plot_model
+from conch_bench.priority import PRIORITY_MODELS, priority_pass
 from conch_bench.ratios import (
     CLIENT_CHECK_ARM,
     HTTP_CHECK_ARM,
@@ -88,6 +90,7 @@ class SuiteOptions:
     bare_torch: bool = True  # the MLP called directly with torch, for reference
     client_check: bool = True  # gRPC's best point with 2x clients; HTTP's through Python
     open_loop_fraction: float = 0.5  # of the slowest arm's best throughput; 0: no open loop
+    priority: bool = True  # with conch-engine: low and urgent side by side (priority.py)
     notes: tuple[str, ...] = ()  # context for the report (e.g. "machine shared with CI")
 
     def settings(self) -> dict[str, Any]:
@@ -122,6 +125,7 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
         instance_kind=options.instance_kind,
         use_demo=options.use_demo,
         keys=options.models,
+        priority_keys=PRIORITY_MODELS if _wants_priority(options) else (),
     )
     notes = [*options.notes] + [
         f"model {key}: not available in this build"
@@ -129,6 +133,7 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
         if key not in {m.key for m in models}
     ]
     names = [n for m in models for n in (m.triton_name, m.nobatch_name)]
+    names += [m.priority_name for m in models if m.priority_name is not None]
     triton = EmbeddedTriton.on_free_ports(options.repository, load_models=names)
     runs: list[ArmRun] = []
     console.print(f"starting Triton with {', '.join(names)} ...")
@@ -163,10 +168,39 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                                     native=False,
                                 )
                             )  # fmt: skip
+            if model.priority_name is not None:
+                runs += _priority_pass(console, model, conch, options, notes)
             if options.open_loop_fraction > 0:
                 runs += _open_loop_pass(console, model, arms, triton, options, conch, runs)
     bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
     return _write_reports(options, console, runs, notes, started, bare)
+
+
+def _wants_priority(options: SuiteOptions) -> bool:
+    """The priority pass measures the engine door: it comes with the conch-engine arm."""
+    return options.priority and "conch-engine" in options.arms
+
+
+def _priority_pass(
+    console: Console,
+    model: BenchModel,
+    conch: ConchEndpoint | None,
+    options: SuiteOptions,
+    notes: list[str],
+) -> list[ArmRun]:
+    runs = priority_pass(
+        console,
+        model,
+        conch,
+        notes,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        threads=options.processes,
+        batch_size=options.batch_size,
+    )
+    for run in runs:
+        _print(console, model.key, run.arm, f"c={run.summary.concurrency}", run.summary)
+    return runs
 
 
 def _available_arms(options: SuiteOptions, notes: list[str]) -> list[str]:

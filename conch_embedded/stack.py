@@ -5,7 +5,9 @@ Each piece is replaced by an external server when its URL is given (REDIS_URL,
 `--triton-url`), which is how production runs (NGC Triton container, managed Redis).
 The embedded pieces are supervised: one that dies is started again on the same
 ports (core/supervisor.py). Scratch directories that a killed run left behind are
-removed at start.
+removed at start. The embedded Redis is throwaway unless `redis_data_dir` is given:
+`conch serve` gives `<state>/redis-data`, so queued tasks outlive a restart; the
+demo and tests keep a fresh, empty one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from conch_embedded.run_dirs import remove_stale_run_dirs
 from conch_embedded.supervisor import BackoffPolicy, Supervised, Supervisor
 from conch_embedded.triton_server import EmbeddedTriton
 
+# Under the state directory; not a scratch directory's name (run_dirs.py), so never swept.
+REDIS_DATA_DIR = "redis-data"
+
 
 @dataclass
 class StackConfig:
@@ -27,6 +32,7 @@ class StackConfig:
     triton_url: str | None = None  # external Triton gRPC host:port
     triton_http_url: str | None = None  # external Triton HTTP host:port
     redis_url: str | None = None  # external Redis
+    redis_data_dir: Path | None = None  # the embedded Redis persists here (None: throwaway)
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -71,7 +77,8 @@ class EmbeddedStack(Service):
         remove_stale_run_dirs()
         try:
             if self.config.redis_url is None:
-                self.redis = self._exits.enter_context(EmbeddedRedis())
+                redis = EmbeddedRedis(data_dir=self.config.redis_data_dir)
+                self.redis = self._exits.enter_context(redis)
             if self.config.triton_url is None:
                 self.triton = self._exits.enter_context(
                     EmbeddedTriton(

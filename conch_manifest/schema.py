@@ -114,6 +114,17 @@ class ParityResult(BaseModel):
     detail: str = ""
 
 
+class GraphOptimization(BaseModel):
+    """The offline graph optimization an export applied (`conch export --optimize`, the
+    import's `compile_model`): the published model file is the optimized graph, and the
+    parity check ran on it (exporters/onnx_optimize.py)."""
+
+    tool: Literal["onnxruntime"] = "onnxruntime"  # its version is in framework_versions
+    level: Literal["basic"] = "basic"  # onnxruntime's level: the one portable across providers
+    nodes_before: int
+    nodes_after: int
+
+
 class Manifest(BaseModel):
     schema_version: int = MANIFEST_SCHEMA_VERSION
     name: str  # user-facing name (e.g. "iris-logreg")
@@ -131,6 +142,7 @@ class Manifest(BaseModel):
     max_batch_size: int
     recommender: RecommenderSpec | None = None
     parity: ParityResult
+    optimization: GraphOptimization | None = None  # None: the model file is as converted
 
     @field_validator("files")
     @classmethod

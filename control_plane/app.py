@@ -23,6 +23,7 @@ from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
 from control_plane.db.engine import create_engine, create_sessionmaker
 from control_plane.db.migrate import upgrade
+from control_plane.engine_api.async_routes import router as engine_async_router
 from control_plane.engine_api.engine_routes import router as engine_management_router
 from control_plane.engine_api.load_routes import router as model_load_router
 from control_plane.engine_api.model_routes import router as engine_models_router
@@ -33,6 +34,7 @@ from control_plane.events.bus import EventBus
 from control_plane.inference.lane import PredictionLane
 from control_plane.inference.routes import router as inference_router
 from control_plane.inference.tabular import router as tabular_router
+from control_plane.jobs.runtime import start_jobs
 from control_plane.keys.routes import router as keys_router
 from control_plane.keys.verifier import KeyVerifier
 from control_plane.lifecycle.manager import ModelLifecycle
@@ -194,6 +196,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         state.reconciler.start()  # the first pass runs now, not after a whole period
         app.state.conch = state
         app.state.components = state.components()
+        jobs = start_jobs(app.state.components, settings, redis)
         # The Open Inference Protocol door forwards to Triton's HTTP port (control_plane/v2).
         passthrough = None
         if settings.triton_http_url:
@@ -204,6 +207,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         try:
             yield
         finally:
+            if jobs is not None:
+                await jobs.stop()
             await state.events.stop()
             await state.reconciler.stop()
             await state.lifecycle.close()
@@ -238,6 +243,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.include_router(inference_router)
     app.include_router(tabular_router)
     app.include_router(engine_predict_router)
+    app.include_router(engine_async_router)
     app.include_router(metrics_router)
     app.include_router(v2_router)
     app.include_router(model_load_router)

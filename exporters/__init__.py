@@ -12,7 +12,9 @@ Entry points (each returns an `ExportResult` with the content-addressed
 - `demo.build_demo(repository) -> DemoModels`
 Pass one `session.ExportSession(repository)` to several exports so they share
 one private parity Triton, and `transforms=[...]` (objects with a `name` and
-`apply(artifact) -> artifact`) to run steps between convert and write.
+`apply(artifact) -> artifact`) to run steps between convert and write, such as
+`onnx_optimize.OnnxGraphOptimization()` (`--optimize`: onnxruntime's offline graph
+optimization, recorded in the manifest's `optimization`).
 
 Inside: `config` (config.pbtxt via Triton's protobuf schema), `repository`
 (staging and atomic publish), `session` (the private Triton), `parity`

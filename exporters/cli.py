@@ -24,7 +24,7 @@ from conch_manifest.locations import default_control_plane_url, default_model_re
 from conch_manifest.schema import ClassLabel, Task
 from exporters.display import show_steps
 from exporters.errors import ExportError
-from exporters.pipeline import ExportResult, ServingOptions
+from exporters.pipeline import ExportResult, ServingOptions, Transform
 from exporters.repository import validate_name
 from exporters.steps import ProgressHook
 
@@ -180,6 +180,16 @@ ProjectOpt = Annotated[
         "with a key restricted to a project.",
     ),
 ]
+OptimizeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--optimize",
+        help="Publish the ONNX graph optimized offline by onnxruntime (basic level: constant "
+        "folding, redundant nodes removed, fusions; portable across CPU and GPU), "
+        "parity-checked like any export. Triton's onnxruntime optimizes again when it loads "
+        "a model, so do not expect faster predictions from it alone.",
+    ),
+]
 
 
 class Registration:
@@ -258,6 +268,12 @@ def _run(
     console.print(
         f"parity: {'passed' if parity.passed else 'FAILED'} on {parity.rows} rows, {parity.detail}"
     )
+    optimization = result.manifest.optimization
+    if optimization is not None:
+        console.print(
+            f"optimized: {optimization.tool} {optimization.level} level, "
+            f"{optimization.nodes_before} -> {optimization.nodes_after} graph nodes"
+        )
     if not registration.enabled:
         console.print("next, register it with the control plane (write scope):")
         console.print(
@@ -281,6 +297,14 @@ def _repository(repository: Path | None) -> Path:
     return repository or default_model_repository()
 
 
+def _transforms(optimize: bool) -> list[Transform]:
+    if not optimize:
+        return []
+    from exporters.onnx_optimize import OnnxGraphOptimization
+
+    return [OnnxGraphOptimization()]
+
+
 def _tabular_command(framework: str, help: str) -> None:
     """Register `conch export <framework>`: the three tabular exporters share their options."""
 
@@ -296,6 +320,7 @@ def _tabular_command(framework: str, help: str) -> None:
         max_batch_size: BatchOpt = 64,
         max_queue_delay_us: DelayOpt = 100,
         priority_levels: PriorityOpt = False,
+        optimize: OptimizeOpt = False,
         register: RegisterOpt = False,
         url: UrlOpt = None,
         api_key: ApiKeyOpt = None,
@@ -313,6 +338,7 @@ def _tabular_command(framework: str, help: str) -> None:
             lambda hook: export(
                 model, name=name, repository=_repository(repository), sample=sample_data,
                 atol=atol, rtol=rtol, options=options, progress=hook,
+                transforms=_transforms(optimize),
             ),
             registration,
         )  # fmt: skip
@@ -371,6 +397,7 @@ def torch(
     max_batch_size: BatchOpt = 64,
     max_queue_delay_us: DelayOpt = 100,
     priority_levels: PriorityOpt = False,
+    optimize: OptimizeOpt = False,
     register: RegisterOpt = False,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -378,6 +405,11 @@ def torch(
 ) -> None:
     from exporters.torch_exporter import export_torch
 
+    if optimize and format is TorchFormat.torchscript:
+        errors.print(
+            "[red]error:[/] --optimize applies to --format onnx; TorchScript is served as saved"
+        )
+        raise typer.Exit(2)
     registration = Registration(register, url, api_key, project)
     try:
         shape = tuple(int(d) for d in input_shape.split(",")) if input_shape else None
@@ -399,6 +431,7 @@ def torch(
             model, name=name, repository=_repository(repository), input_shape=shape,
             sample=sample_data, format=torch_format, task=torch_task, labels=class_labels,
             atol=atol, rtol=rtol, options=options, progress=hook,
+            transforms=_transforms(optimize),
         ),
         registration,
     )  # fmt: skip
@@ -419,6 +452,7 @@ def recommender(
     max_batch_size: Annotated[int, typer.Option(min=1, help="Largest batch Triton forms.")] = 64,
     max_queue_delay_us: DelayOpt = 100,
     priority_levels: PriorityOpt = False,
+    optimize: OptimizeOpt = False,
     register: RegisterOpt = False,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -434,7 +468,7 @@ def recommender(
         f"recommender {name}",
         lambda hook: export_recommender(
             model, name=name, repository=_repository(repository), max_k=max_k,
-            options=options, progress=hook,
+            options=options, progress=hook, transforms=_transforms(optimize),
         ),
         registration,
     )  # fmt: skip

@@ -15,6 +15,7 @@ from exporters.steps import ProgressHook, StepRecord
 
 STEP_LABELS = {
     "convert": "convert to the serving format",
+    "optimize": "optimize the graph (onnxruntime, basic level)",
     "write": "write model, config.pbtxt",
     "parity": "parity check through Triton",
     "publish": "write manifest, publish",

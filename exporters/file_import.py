@@ -9,10 +9,12 @@ the outcome is one JSON object written to `result_path` (stdout stays free for
 whatever the libraries print). Exit status 0 means the result file was written.
 
 Each model type goes through the same exporter function as its `conch export`
-subcommand, with the same parity check. What the CLI takes as `--sample-data`
-is the request's `sample` or, when absent, seeded generated rows (see
-`generated_rows`). SIGTERM unwinds like an error: the staged model is discarded
-and the private Triton stopped, so a killed import leaves nothing behind.
+subcommand, with the same parity check; `optimize` (the request's `compile_model`)
+adds the `--optimize` step, onnxruntime's offline graph optimization (ONNX only).
+What the CLI takes as `--sample-data` is the request's `sample` or, when absent,
+seeded generated rows (see `generated_rows`). SIGTERM unwinds like an error: the
+staged model is discarded and the private Triton stopped, so a killed import leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pydantic import BaseModel, ConfigDict
 
 from exporters.arrays import Array
 from exporters.errors import ExportError
-from exporters.pipeline import ExportResult, ServingOptions
+from exporters.onnx_optimize import OnnxGraphOptimization
+from exporters.pipeline import ExportResult, ServingOptions, Transform
 from exporters.steps import StepRecord
 
 ModelType = Literal["onnx", "xgboost", "lightgbm", "sklearn", "torchscript"]
@@ -56,6 +59,7 @@ class ImportRequest(BaseModel):
     atol: float | None = None
     rtol: float | None = None
     max_batch_size: int = 64
+    optimize: bool = False  # compile_model: publish the graph optimized offline (ONNX only)
 
 
 def pickled(path: Path) -> bool:
@@ -83,20 +87,25 @@ def run_import(request: ImportRequest) -> ExportResult:
         raise ExportError("importing pickles is disabled (CONCH_ALLOW_PICKLE_IMPORT)")
     options = ServingOptions(max_batch_size=request.max_batch_size)
     sample = None if request.sample is None else np.asarray(request.sample, dtype=np.float64)
+    transforms: list[Transform] = [OnnxGraphOptimization()] if request.optimize else []
     if request.model_type == "onnx":
         from exporters.onnx_exporter import export_onnx
 
         return export_onnx(
             path, sample=sample, name=request.name, repository=request.repository,
-            options=options, atol=request.atol, rtol=request.rtol,
+            options=options, atol=request.atol, rtol=request.rtol, transforms=transforms,
         )  # fmt: skip
     if request.model_type == "torchscript":
-        return _torchscript(request, sample, options)
-    return _tabular(request, sample, options)
+        # With `optimize`, the transform refuses it (the control plane answers 422 first).
+        return _torchscript(request, sample, options, transforms)
+    return _tabular(request, sample, options, transforms)
 
 
 def _torchscript(
-    request: ImportRequest, sample: Array | None, options: ServingOptions
+    request: ImportRequest,
+    sample: Array | None,
+    options: ServingOptions,
+    transforms: list[Transform],
 ) -> ExportResult:
     import torch
 
@@ -113,11 +122,16 @@ def _torchscript(
     return export_torch(
         request.model_path, input_shape=shape, sample=sample, format="torchscript",
         atol=request.atol, rtol=request.rtol, name=request.name,
-        repository=request.repository, options=options,
+        repository=request.repository, options=options, transforms=transforms,
     )  # fmt: skip
 
 
-def _tabular(request: ImportRequest, sample: Array | None, options: ServingOptions) -> ExportResult:
+def _tabular(
+    request: ImportRequest,
+    sample: Array | None,
+    options: ServingOptions,
+    transforms: list[Transform],
+) -> ExportResult:
     from exporters.tabular import TabularSource, tabular_exporter
 
     with tempfile.TemporaryDirectory(prefix="conch-native-") as scratch:
@@ -128,6 +142,7 @@ def _tabular(request: ImportRequest, sample: Array | None, options: ServingOptio
         return export(
             request.model_path, sample=rows, atol=request.atol, rtol=request.rtol,
             name=request.name, repository=request.repository, options=options,
+            transforms=transforms,
         )  # fmt: skip
 
 
@@ -187,6 +202,9 @@ def outcome(result: ExportResult) -> dict[str, Any]:
         "task": manifest.task,
         "format": manifest.format,
         "parity": manifest.parity.model_dump(mode="json"),
+        "optimization": (
+            None if manifest.optimization is None else manifest.optimization.model_dump(mode="json")
+        ),
         "steps": [_step(step) for step in result.steps],
     }
 

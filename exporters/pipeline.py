@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol, Required, TypedDict
 
-from conch_manifest.schema import Framework, Manifest, RecommenderSpec, Task, TensorSpec
+from conch_manifest.schema import (
+    Framework,
+    GraphOptimization,
+    Manifest,
+    RecommenderSpec,
+    Task,
+    TensorSpec,
+)
 from exporters.arrays import Array
 from exporters.config import InstanceKind, ModelConfigSpec, TensorConfig, render_config
 from exporters.errors import ExportError, PublishedDifferentlyError
@@ -81,6 +88,7 @@ class Artifact:
     framework_versions: dict[str, str] = field(default_factory=dict)
     recommender: RecommenderSpec | None = None
     parity_hint: str = ""  # appended to a parity failure: the usual cause for this framework
+    optimization: GraphOptimization | None = None  # set by the optimize transform
 
 
 class Transform(Protocol):
@@ -206,6 +214,7 @@ def _write_check_publish(artifact: Artifact, session: ExportSession, log: StepLo
                 max_batch_size=config.max_batch_size,
                 recommender=artifact.recommender,
                 parity=parity,
+                optimization=artifact.optimization,
             )
             staging.write_manifest(manifest)
             # A concurrent export of the same model may have published first: same content.

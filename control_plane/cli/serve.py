@@ -21,7 +21,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from conch_manifest.locations import default_model_repository
+from conch_manifest.locations import default_model_repository, state_dir
 from control_plane.cli.config import cli_settings
 
 if TYPE_CHECKING:
@@ -78,21 +78,25 @@ def serve(
     """Serve Triton, Redis and the control plane until Ctrl-C (or SIGTERM) stops them all.
 
     Triton is embedded unless --triton-url names one; Redis is embedded unless
-    REDIS_URL is set; SQL is SQLite unless DATABASE_URL is set. An embedded Triton
-    or Redis that dies is restarted on the same ports, with backoff."""
+    REDIS_URL is set (its data kept in .conch/redis-data); SQL is SQLite unless
+    DATABASE_URL is set. An embedded Triton or Redis that dies is restarted on the
+    same ports, with backoff."""
     redis_url = os.environ.get("REDIS_URL") or None
     repository = repository.resolve()
     if triton_url is not None and redis_url is not None:
         external = ExternalStack(repository, host, triton_url, triton_http_url or "", redis_url)
         run_stack(external, port=port, workers=workers)
         return
-    from conch_embedded.stack import StackConfig  # the embedded extra: imported only here
+    # The embedded extra: imported only here.
+    from conch_embedded.stack import REDIS_DATA_DIR, StackConfig
 
     config = StackConfig(
         model_repository=repository,
         triton_url=triton_url,
         triton_http_url=triton_http_url,
         redis_url=redis_url,
+        # Accepted tasks must survive a restart of the stack (the demo's Redis is throwaway).
+        redis_data_dir=state_dir() / REDIS_DATA_DIR,
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,

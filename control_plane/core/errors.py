@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
@@ -288,6 +289,19 @@ def unexpected_error_response(exc: Exception) -> OrjsonResponse:
     # Logged with its traceback here; the client sees only the request id to quote.
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "InternalServerError", "internal server error")
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """The body the API would answer `exc` with, for an error reported later (a
+    failed multi-batch item, a failed async task)."""
+    if isinstance(exc, ConchError):
+        response = conch_error_response(exc)
+    else:
+        response = unexpected_error_response(
+            exc if isinstance(exc, Exception) else RuntimeError(exc)
+        )
+    body: dict[str, Any] = orjson.loads(response.body)
+    return body
 
 
 ErrorConverter = Callable[[Request, Exception], Awaitable[OrjsonResponse]]

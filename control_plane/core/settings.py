@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conch_manifest.locations import default_model_repository, state_dir
+from control_plane.core.callback_hosts import CallbackAllowList
 from control_plane.core.setting_values import DEVELOPMENT_SECRET_KEY as DEVELOPMENT_SECRET_KEY
 from control_plane.core.setting_values import (
     async_database_url,
@@ -314,10 +315,56 @@ class Settings(BaseSettings):
         256, ge=1, description="finished import jobs kept for polling (oldest dropped)"
     )
 
+    # --- async tasks: `POST /api/inference/predict/async`, durable in Redis Streams ---
+    task_workers: int = Field(
+        16, ge=0, description="tasks one replica runs at once (0: this replica runs none)"
+    )
+    task_max_per_key: int = Field(
+        1000, ge=1, description="tasks one API key may have queued or running (429 beyond)"
+    )
+    task_max_queued: int = Field(
+        100_000, ge=1, description="tasks queued or running in all (503 beyond)"
+    )
+    task_result_ttl_s: int = Field(
+        86_400, ge=1, description="a finished task (and its Idempotency-Key) is kept this long"
+    )
+    # Longer than any task runs: a running replica renews its claim every third of it.
+    task_claim_after_s: float = Field(
+        30.0, gt=0, description="a task its replica stopped renewing is taken over after this"
+    )
+    # One level's turn in ten goes to the longest-waiting lower level: low still moves.
+    task_starvation_every: int = Field(
+        10, ge=2, description="every Nth take serves the lowest waiting level first"
+    )
+
+    # --- callbacks: an async task's result POSTed to its callback_url, signed ---
+    # Empty, callbacks are off: a server must not POST to hosts it was not told it may.
+    callback_allowed_hosts: str = Field(
+        "",
+        description="hosts a callback_url may name, comma-separated: host, host:port, "
+        "*.domain, IP (core/callback_hosts.py); only an exact entry may be a private "
+        "address; empty: callbacks are refused",
+    )
+    callback_timeout_s: float = Field(
+        5.0, gt=0, description="one callback attempt not answered within this is retried"
+    )
+    callback_retry_for_s: float = Field(
+        300.0,
+        ge=0,
+        description="a callback is retried (backing off) until this long after its first "
+        "attempt, then marked failed; 0: one attempt",
+    )
+
     @field_validator("rate_limit", "rate_limit_fallback")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         parse_rate(value)
+        return value
+
+    @field_validator("callback_allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: str) -> str:
+        CallbackAllowList.parse(value)
         return value
 
     @field_validator("database_url")
@@ -372,6 +419,10 @@ class Settings(BaseSettings):
     def deployment_id(self) -> str:
         """Stable per database: namespaces shared-Redis keys of this deployment."""
         return hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
+
+    @property
+    def callback_allow_list(self) -> CallbackAllowList:
+        return CallbackAllowList.parse(self.callback_allowed_hosts)
 
     @property
     def events_redis_url(self) -> str | None:

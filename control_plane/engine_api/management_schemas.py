@@ -16,10 +16,6 @@ from pydantic import BaseModel, Field
 from control_plane.lifecycle.schemas import ModelMetrics
 from control_plane.registry.schemas import TensorRead
 
-# Conch serves every model as it was exported (ONNX, TorchScript, FIL): there is no
-# compile step, so no model is compiled.
-NOT_COMPILED = False
-
 
 class ModelSummary(BaseModel):
     model_id: int = Field(description="Conch's id; paths also accept the names below")
@@ -27,7 +23,9 @@ class ModelSummary(BaseModel):
     triton_name: str
     model_type: str = Field(description="the framework it was exported from")
     task: str
-    compiled: bool = NOT_COMPILED
+    compiled: bool = Field(
+        description="the export optimized the graph (`conch export --optimize`, compile_model)"
+    )
     load_state: str = Field(description="on this replica: unloaded, loading, ready, failed...")
     loaded_at: datetime | None
     inference_count: int | None = Field(

@@ -94,7 +94,17 @@ async def _triton_memory_mb(
     return None if statistics is None else triton_memory_mb(statistics)
 
 
-def _summary(components: Components, model: Model) -> ModelSummary:
+async def _compiled(components: Components, triton_name: str) -> bool:
+    """Whether the export optimized the model's graph (`conch export --optimize`,
+    `compile_model`); False when its manifest cannot be read."""
+    try:
+        stored = await components.get(ManifestStore).get(triton_name)
+    except Exception:  # missing or unreadable: the repository report says which
+        return False
+    return stored.manifest.optimization is not None
+
+
+async def _summary(components: Components, model: Model) -> ModelSummary:
     status = components.get(ModelLifecycle).statuses.get(model.triton_name)
     counters = _counters(components, model.id)
     return ModelSummary(
@@ -103,6 +113,7 @@ def _summary(components: Components, model: Model) -> ModelSummary:
         triton_name=model.triton_name,
         model_type=model.framework,
         task=model.task,
+        compiled=await _compiled(components, model.triton_name),
         load_state=status.state.value if status else "unloaded",
         loaded_at=status.loaded_at if status else None,
         inference_count=counters.inference_count if counters else None,
@@ -127,7 +138,7 @@ async def list_models(key: ReadAnyKey, session: SessionDep, components: Componen
         *(_triton_memory_mb(components, m.triton_name, loaded) for m in models)
     )
     return ModelList(
-        models=[_summary(components, m) for m in models],
+        models=[await _summary(components, m) for m in models],
         total_models=len(models),
         total_memory_usage_mb=_total(list(memory)),
     )
@@ -146,7 +157,7 @@ async def model_info(
     on_disk = await registry.disk_details(components.get(ManifestStore), handle.triton_name)
     size = on_disk["size_bytes"]
     return ModelInfo(
-        **_summary(components, model).model_dump(),
+        **(await _summary(components, model)).model_dump(),
         model_path=handle.triton_name,
         pinned=handle.triton_name in lifecycle.pinned,
         last_used=counters.last_used_at if counters else None,

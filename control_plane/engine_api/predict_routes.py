@@ -24,17 +24,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter
 
 from control_plane.core.components import Components
-from control_plane.core.errors import (
-    BadRequestError,
-    ConchError,
-    TritonTimeoutError,
-    conch_error_response,
-    unexpected_error_response,
-)
+from control_plane.core.errors import BadRequestError, TritonTimeoutError, error_body
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
 from control_plane.core.request_id import current_request_id
 from control_plane.engine_api.schemas import (
@@ -220,13 +213,7 @@ def _failure(task: asyncio.Task[Payload], batch_timeout_ms: int) -> dict[str, An
         if found is None:
             return None
         exc = found
-    response = (
-        conch_error_response(exc)
-        if isinstance(exc, ConchError)
-        else unexpected_error_response(exc if isinstance(exc, Exception) else RuntimeError(exc))
-    )
-    body: dict[str, Any] = orjson.loads(response.body)
-    return body
+    return error_body(exc)
 
 
 ENDPOINTS = (

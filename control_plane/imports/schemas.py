@@ -28,7 +28,9 @@ class ModelLoadRequest(RequestBody):
         "pickled boosters only with CONCH_ALLOW_PICKLE_IMPORT=true",
     )
     compile_model: bool = Field(
-        False, description="Ask for an optimized export (none exists yet: answered compiled=false)"
+        False,
+        description="Publish the ONNX graph optimized offline by onnxruntime (basic level), "
+        "parity-checked; answered compiled=true. Not available for torchscript (422)",
     )
     name: str | None = Field(
         None,
@@ -85,10 +87,23 @@ class ModelLoadResponse(BaseModel):
     already_published: bool = Field(
         description="An identical model was already in the repository: nothing was written"
     )
-    compile_note: str | None = None
+    compile_note: str | None = Field(
+        None, description="What compile_model did (compiled=true): the optimization and its effect"
+    )
     parity: ParityReport
     steps: list[ImportStep]
     timings: dict[str, float] = Field(description="Seconds per phase: export, register, load")
+
+
+def compile_note(optimization: dict[str, Any] | None) -> str | None:
+    """`compile_note` from the exporter's record of the optimization (its manifest's)."""
+    if optimization is None:
+        return None
+    return (
+        f"{optimization['tool']} graph optimization, {optimization['level']} level (portable "
+        f"across execution providers): {optimization['nodes_before']} -> "
+        f"{optimization['nodes_after']} graph nodes; the parity check ran on the optimized model"
+    )
 
 
 class ImportFailure(BaseModel):

@@ -53,6 +53,7 @@ from control_plane.imports.schemas import (
     ModelLoadRequest,
     ModelLoadResponse,
     ParityReport,
+    compile_note,
 )
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.manifests.store import ManifestStore
@@ -61,7 +62,6 @@ from control_plane.registry import service as registry
 logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 100  # the exporters' limit (the Triton name adds a content hash)
-COMPILE_NOTE = "no optimizing export exists yet: the model is served as exported (compiled=false)"
 
 
 class ExporterUnavailableError(ConchError):
@@ -144,6 +144,17 @@ class ModelImports:
             raise ValidationError(
                 "a torchscript import needs input_shape (one sample, without the batch axis) "
                 "or sample_data"
+            )
+        if model_type == "torchscript" and body.compile_model:
+            # Refused, not served uncompiled with compiled=false: a caller that asked for it
+            # and never reads `compiled` would believe it got it. Nothing has run yet, so
+            # resending without it (or exporting to ONNX) costs nothing.
+            raise ValidationError(
+                "compile_model is not available for torchscript (the pytorch backend serves "
+                "the archive as saved); send compile_model=false, or export the module to "
+                "ONNX (conch export torch --format onnx --optimize)",
+                model_type=model_type,
+                compile_model=True,
             )
         job = ImportJob(uuid.uuid4().hex, body, source, _model_name(body, source), key_id)
         return job
@@ -250,6 +261,7 @@ class ModelImports:
                 "input_shape": request.input_shape,
                 "atol": request.atol,
                 "rtol": request.rtol,
+                "optimize": request.compile_model,
             }
             try:
                 outcome: dict[str, Any] = await run_exporter(
@@ -346,13 +358,13 @@ class ModelImports:
         details = await registry.disk_details(self.manifests, model.triton_name)
         size = details.get("size_bytes") or 0
         status = self.lifecycle.statuses.get(model.triton_name)
-        compiled_note = COMPILE_NOTE if job.request.compile_model else None
+        optimization = outcome.get("optimization")  # the published manifest's record
         message = "Model loaded successfully" if created else "Model already imported; loaded"
         return ModelLoadResponse(
             message=message,
             model_id=model.id,
             model_type=job.request.model_type,
-            compiled=False,
+            compiled=optimization is not None,
             load_time=round(load_time, 3),
             model_size_mb=round(size / 1_000_000, 3),
             loaded_at=status.loaded_at if status is not None else None,
@@ -362,7 +374,7 @@ class ModelImports:
             task=model.task,
             job_id=job.id,
             already_published=bool(outcome["reused"]),
-            compile_note=compiled_note,
+            compile_note=compile_note(optimization),
             parity=ParityReport.model_validate(outcome["parity"]),
             steps=[ImportStep.model_validate(step) for step in outcome["steps"]],
             timings={phase: round(seconds, 3) for phase, seconds in timings.items()},

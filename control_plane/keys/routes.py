@@ -6,16 +6,20 @@ every key it creates is restricted to the same project (`service.create_key`).
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
 
-from control_plane.core.components import SettingsDep
+from fastapi import APIRouter, Depends, Response, status
+
+from control_plane.core.components import Components, SettingsDep
 from control_plane.core.openapi_errors import error_responses
 from control_plane.core.types import KeyIdPath
 from control_plane.db.audit import audit
 from control_plane.db.session import SessionDep
 from control_plane.keys import service
+from control_plane.keys.access import Policy
 from control_plane.keys.deps import AdminAnyKey, AdminKeyKey, GuardedRoute
-from control_plane.keys.schemas import KeyCreate, KeyCreated, KeyRead
+from control_plane.keys.schemas import KeyCreate, KeyCreated, KeyRead, Principal
+from control_plane.keys.webhooks import WebhookSecretRead, webhook_secret
 
 router = APIRouter(prefix="/keys", tags=["keys"], route_class=GuardedRoute)
 
@@ -42,6 +46,29 @@ async def create_key(
 async def list_keys(admin: AdminAnyKey, session: SessionDep) -> list[KeyRead]:
     keys = await service.list_keys(session, project_id=admin.project_id)
     return [KeyRead.model_validate(key) for key in keys]
+
+
+class AnyScopePolicy(Policy):
+    """Any valid key, whatever its scopes (and project): for what a key reads of itself."""
+
+    async def authorize(
+        self, components: Components, principal: Principal, resource_id: int | None
+    ) -> None:
+        return None
+
+
+# The scope is nominal: `authorize` asks for none (every key has at least one).
+AnyScopeKey = Annotated[Principal, Depends(AnyScopePolicy("predict", "any"))]
+
+
+@router.get("/self/webhook-secret")
+async def read_webhook_secret(
+    key: AnyScopeKey, settings: SettingsDep, response: Response
+) -> WebhookSecretRead:
+    """The secret that signs this key's async prediction callbacks (`X-Conch-Signature`)."""
+    response.headers["Cache-Control"] = "no-store"
+    secret = webhook_secret(settings.secret_key.get_secret_value().encode(), key.key_id)
+    return WebhookSecretRead(key_id=key.key_id, webhook_secret=secret.hex())
 
 
 @router.delete("/{key_id}")

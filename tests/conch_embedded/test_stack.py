@@ -1,4 +1,5 @@
-"""The embedded stack at start: scratch directories of dead runs go, live ones stay."""
+"""The embedded stack at start: scratch directories of dead runs go, live ones stay;
+a persistent Redis keeps its data."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from conch_embedded.stack import EmbeddedStack, StackConfig
+from conch_embedded.stack import REDIS_DATA_DIR, EmbeddedStack, StackConfig
 
 
 def _start_time(pid: int) -> str:
@@ -73,3 +75,22 @@ def test_start_removes_only_the_directories_of_dead_runs(state: Path, other_run:
         assert concurrent.is_dir()
         assert unrelated.is_dir() and logs.is_dir()
     assert not own.exists()  # its own directory goes at stop
+
+
+def test_a_persistent_redis_keeps_its_data_across_stack_restarts(state: Path) -> None:
+    # What `conch serve` gives the stack; the sweep of dead runs' directories spares it.
+    config = StackConfig(
+        model_repository=state,
+        triton_url="127.0.0.1:1",
+        triton_http_url="",
+        redis_data_dir=state / REDIS_DATA_DIR,
+    )
+    with EmbeddedStack(config) as stack:
+        assert stack.redis is not None and stack.redis._workdir is None  # no scratch dir
+        client = redis.Redis.from_url(stack.redis_url)
+        entry_id = client.xadd("tasks", {"task_id": "task_1"})
+        client.close()
+    with EmbeddedStack(config) as stack:
+        client = redis.Redis.from_url(stack.redis_url)
+        assert client.xrange("tasks") == [(entry_id, {b"task_id": b"task_1"})]
+        client.close()

@@ -58,6 +58,7 @@ def stack_settings(
         triton_grpc_url=triton.grpc_url,
         triton_http_url=triton.http_url,
         model_repository=model_repository,
+        callback_allowed_hosts="127.0.0.1",  # the tests' callback receivers listen there
     )
 
 

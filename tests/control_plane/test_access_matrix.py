@@ -26,11 +26,13 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from control_plane.keys.access import Policy
 from control_plane.keys.deps import declared_policy
+from control_plane.keys.routes import AnyScopePolicy
 from control_plane.keys.service import create_key
 from tests.control_plane.conftest import make_key, make_project, state_of
 from tests.control_plane.recommender_model import write_recommender
 
 PATH_RESOURCES = ("model_id", "project_id", "slot_id", "key_id")
+NO_SUCH_TASK = "task_" + "0" * 24
 MISSING_ID = 999_999
 # Starlette's own routes: documentation only, no data.
 DOCUMENTATION_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -126,6 +128,7 @@ SAMPLES: dict[tuple[str, str], Sample] = {
     ),
     ("GET", "/api/v1/keys"): Sample(_ok(200)),
     ("DELETE", "/api/v1/keys/{key_id}"): Sample(_ok(200)),
+    ("GET", "/api/v1/keys/self/webhook-secret"): Sample(_ok(200)),
     ("GET", "/api/v1/engine"): Sample(_ok(200)),
     ("POST", "/api/v1/projects"): Sample(
         _ok(201), body=lambda w, v: {"name": f"matrix-{uuid.uuid4().hex[:12]}"}
@@ -204,6 +207,14 @@ SAMPLES: dict[tuple[str, str], Sample] = {
         _ok(403), body=lambda w, v: {"model_path": "m.onnx", "model_type": "onnx"}
     ),
     ("GET", "/api/inference/models/load/{job_id}"): Sample(_ok(404)),  # no such job
+    # Async predictions: a task the world's model can run; polls name a task no key owns.
+    ("POST", "/api/inference/predict/async"): Sample(
+        _ok(202),
+        body=lambda w, v: {"data": [[1.0]], "model_id": w.ids[v]["model_id"]},
+        body_ids=True,
+    ),
+    ("GET", "/api/inference/predict/async/{task_id}"): Sample(_ok(404)),
+    ("DELETE", "/api/inference/predict/async/{task_id}"): Sample(_ok(404)),
     # The Open Inference Protocol: {name} is the model's id here.
     ("GET", "/v2"): Sample(_ok(200)),
     ("GET", "/v2/health/live"): Sample(_ok()),
@@ -227,7 +238,8 @@ def expected(policy: Policy, sample: Sample, kind: Kind, variant: str) -> frozen
     if kind.bad:
         return _ok(401)
     assert policy.scope is not None
-    if not kind.has_scope(policy.scope):
+    # A key reading what belongs to itself needs no particular scope.
+    if not kind.has_scope(policy.scope) and not isinstance(policy, AnyScopePolicy):
         return _ok(403)
     names_resource = policy.resource in PATH_RESOURCES or sample.body_ids
     if kind.restricted:
@@ -352,7 +364,9 @@ async def _call(
 ) -> httpx.Response:
     sample = operation.sample
     ids = world.ids[variant]
-    path = operation.path.format(**ids, name=ids["model_id"], version=1, job_id="no-such-job")
+    path = operation.path.format(
+        **ids, name=ids["model_id"], version=1, job_id="no-such-job", task_id=NO_SUCH_TASK
+    )
     token = world.tokens[kind.name]
     headers = {} if token is None else {"X-API-Key": token}
     body = sample.body(world, variant) if sample.body is not None else None

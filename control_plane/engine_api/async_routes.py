@@ -1,0 +1,72 @@
+"""Seed 002's async predictions: `POST /api/inference/predict/async`, then poll or cancel.
+
+Any replica accepts, runs or answers any task: the queue and the tasks live in
+Redis (`control_plane/jobs/`). A task is visible to the key that submitted it
+and to admin keys of its project; to any other key it reads as unknown (404).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi import Path as PathParam
+
+from control_plane.core.components import ComponentsDep
+from control_plane.core.openapi_errors import error_responses
+from control_plane.jobs import service
+from control_plane.jobs.schemas import AsyncPredictRequest, AsyncSubmitResponse, TaskView
+from control_plane.keys.deps import GuardedRoute, PredictAnyKey
+
+router = APIRouter(
+    prefix="/api/inference/predict/async", tags=["inference engine"], route_class=GuardedRoute
+)
+
+TaskId = Annotated[
+    str, PathParam(pattern=r"^task_[0-9a-f]{24}$", description="as `POST` answered it")
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="a retried submission with the same key and body returns the same task",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=AsyncSubmitResponse,
+    responses=error_responses(400, 404, 409, 503),
+    summary="Queue a prediction; poll it, or have it POSTed to callback_url",
+)
+async def submit_async(
+    app: ComponentsDep,
+    key: PredictAnyKey,
+    body: AsyncPredictRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> AsyncSubmitResponse:
+    return await service.submit(app, key, body, idempotency_key)
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskView,
+    responses=error_responses(404, 503),
+    summary="A task's status, and its result or error once finished",
+)
+async def get_async(app: ComponentsDep, key: PredictAnyKey, task_id: TaskId) -> TaskView:
+    return service.task_view(await service.visible_task(app, key, task_id))
+
+
+@router.delete(
+    "/{task_id}",
+    response_model=TaskView,
+    responses=error_responses(404, 409, 503),
+    summary="Cancel a queued task (409 once a worker has started it)",
+)
+async def cancel_async(app: ComponentsDep, key: PredictAnyKey, task_id: TaskId) -> TaskView:
+    return await service.cancel(app, key, task_id)

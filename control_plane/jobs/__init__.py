@@ -1,0 +1,1 @@
+"""Work that outlives a request: async predictions, durable in Redis (Streams)."""

@@ -1,0 +1,215 @@
+"""A replica's share of the async work: take tasks, run them, finish them, take over.
+
+Each replica runs one `TaskWorker` with up to `task_workers` tasks at a time.
+It takes the highest level that has work (every `starvation_every`-th take
+starts from the lowest, so low still moves under constant high load), runs the
+prediction through the model core at the task's Triton priority, and records the
+outcome. While a task runs its stream entry is renewed every third of
+`task_claim_after_s`; an entry not renewed that long belongs to a replica that
+died, and any live replica takes it over (`TaskQueue.take_over`). A task's
+outcome is recorded by one replica only (`TaskQueue.finish`), which then
+delivers its callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+from control_plane.core.errors import ServiceUnavailableError, error_body
+from control_plane.jobs.queue import LEVELS, MAX_DELIVERIES, TakenTask, TaskQueue
+
+logger = logging.getLogger(__name__)
+
+# The task's stored fields -> its result (raises a Conch error for a failure).
+RunTask = Callable[[Mapping[str, str]], Awaitable[dict[str, Any]]]
+# Called once per task, by the replica that recorded its outcome.
+AfterFinish = Callable[[Mapping[str, str], str, dict[str, Any]], Coroutine[Any, Any, None]]
+
+_BLOCK_MS = 1000  # a blocked read returns this often, so that stop() is prompt
+_RETRY_MIN_S, _RETRY_MAX_S = 0.2, 5.0  # after a Redis failure
+
+
+def consumer_name() -> str:
+    """Unique per process start: a restarted replica never owns its old entries."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class TaskWorker:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        run_task: RunTask,
+        *,
+        concurrency: int,
+        claim_after_s: float,
+        starvation_every: int,
+        after_finish: AfterFinish | None = None,
+    ) -> None:
+        self.queue = queue
+        self.consumer = consumer_name()
+        self._run_task = run_task
+        self._after_finish = after_finish
+        self._concurrency = concurrency
+        self._claim_after_s = claim_after_s
+        self._starvation_every = starvation_every
+        self._takes = 0
+        self._running: dict[str, tuple[TakenTask, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._followups: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        if self._concurrency > 0 and not self._loops:
+            self._loops = [
+                asyncio.create_task(self._take_loop(), name="conch-task-take"),
+                asyncio.create_task(self._maintain_loop(), name="conch-task-maintain"),
+            ]
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking; give running tasks `grace_s` to finish. What is cut off stays
+        pending in Redis and another replica takes it over."""
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        running = [task for _, task in self._running.values()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        if self._followups:
+            await asyncio.wait(self._followups, timeout=grace_s)
+            for followup in list(self._followups):
+                followup.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # --- taking ---------------------------------------------------------------
+
+    def _levels(self) -> tuple[str, ...]:
+        self._takes += 1
+        starving = self._takes % self._starvation_every == 0
+        return LEVELS[::-1] if starving else LEVELS
+
+    async def _take_loop(self) -> None:
+        await self._retrying(self.queue.ensure_groups)
+        delay = _RETRY_MIN_S
+        while True:
+            free = self._concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                taken = await self.queue.take(
+                    self.consumer, free, self._levels(), block_ms=_BLOCK_MS
+                )
+            except Exception as exc:  # Redis away: wait and try again
+                logger.warning("taking async tasks failed: %s (again in %.1fs)", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            delay = _RETRY_MIN_S
+            for task in taken:
+                self._launch(task)
+
+    async def _maintain_loop(self) -> None:
+        """Renew what runs here; take over what a dead replica left."""
+        period = self._claim_after_s / 3
+        idle_ms = int(self._claim_after_s * 1000)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                running = [taken for taken, _ in self._running.values()]
+                if running:
+                    await self.queue.renew(self.consumer, running)
+                free = self._concurrency - len(self._running)
+                if free > 0:
+                    for task in await self.queue.take_over(self.consumer, idle_ms, free):
+                        logger.info("taking over task %s (its replica stopped)", task.task_id)
+                        self._launch(task)
+            except Exception as exc:
+                logger.warning("renewing or taking over async tasks failed: %s", exc)
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
+        delay = _RETRY_MIN_S
+        while True:
+            try:
+                await step()
+                return
+            except Exception as exc:
+                logger.warning("async task queue not ready: %s (again in %.1fs)", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    def _launch(self, taken: TakenTask) -> None:
+        if taken.entry in self._running:
+            return  # a takeover of an entry this replica already runs
+        task = asyncio.create_task(self._run(taken), name=f"conch-task-{taken.task_id}")
+        self._running[taken.entry] = (taken, task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(taken.entry, None)
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    # --- running ----------------------------------------------------------------
+
+    async def _run(self, taken: TakenTask) -> None:
+        try:
+            outcome = await self.queue.start(self.consumer, taken)
+            if outcome not in ("run", "exhausted"):
+                return  # cancelled, finished by another replica, or expired
+            task = await self.queue.get(taken.task_id)
+            if task is None:
+                return
+            status, value = await self._outcome(task, exhausted=outcome == "exhausted")
+            if await self.queue.finish(
+                self.consumer, taken, task["key_id"], status=status, value=value
+            ):
+                self._follow_up(task, status, value)
+        except asyncio.CancelledError:
+            raise  # stopping: the entry stays pending for another replica
+        except Exception:
+            # Redis failed between steps: the entry stays pending and is taken over.
+            logger.exception("async task %s interrupted", taken.task_id)
+
+    async def _outcome(
+        self, task: Mapping[str, str], *, exhausted: bool
+    ) -> tuple[str, dict[str, Any]]:
+        if exhausted:
+            error = ServiceUnavailableError(
+                f"the task was taken {MAX_DELIVERIES} times by replicas that stopped before "
+                "finishing it",
+                task_id=task["task_id"],
+            )
+            return "failed", error_body(error)
+        try:
+            return "completed", await self._run_task(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the error body, as the synchronous door answers it
+            return "failed", error_body(exc)
+
+    def _follow_up(self, task: Mapping[str, str], status: str, value: dict[str, Any]) -> None:
+        if self._after_finish is None:
+            return
+        followup = asyncio.create_task(self._after_finish(task, status, value))
+        self._followups.add(followup)
+        followup.add_done_callback(self._followups.discard)
+        followup.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("after an async task finished", exc_info=task.exception())
