@@ -10,7 +10,8 @@ which carries Conch's error body (`error`, `message`, `details`, `request_id`).
 429 and 503 answers are retried after the `Retry-After` they carry (at most
 `max_retries` times, each wait capped at `max_retry_wait_s`); a request that
 could not be sent (connection refused) is retried with a short backoff, and one
-whose answer was lost only when its method is idempotent.
+whose answer was lost only when its method is idempotent (or it carries an
+Idempotency-Key).
 
 The client imports nothing of the control plane: it needs only httpx.
 """
@@ -115,7 +116,8 @@ class RetryPolicy:
             after = _retry_after(response)
             return min(self.max_retry_wait_s, after if after is not None else self.backoff_s)
         unsent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-        if not unsent and request.method not in _IDEMPOTENT:
+        retriable = request.method in _IDEMPOTENT or "Idempotency-Key" in request.headers
+        if not unsent and not retriable:
             return None  # the server may have acted on it: the caller decides
         return min(self.max_retry_wait_s, self.backoff_s * float(2**attempt))
 
@@ -211,6 +213,51 @@ class _Api(Generic[R]):
         """`requests`: items of {"request_id", "data", "model_id"}; each answered on its own."""
         body = _without_none({"requests": list(requests), "batch_timeout_ms": batch_timeout_ms})
         return self._call("POST", "/api/inference/predict/multi-batch", body)
+
+    # --- seed 002: async predictions (/api/inference/predict/async) ---
+    def submit_async(
+        self,
+        data: JSON,
+        model_id: str | int,
+        *,
+        priority: Priority | None = None,
+        callback_url: str | None = None,
+        return_probabilities: bool = False,
+        batch_size: int | None = None,
+        timeout_ms: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """Queue a prediction: answers its `task_id`; poll `get_task`, or have the result
+        POSTed to `callback_url`. A retry with the same `idempotency_key` and body
+        answers the same task."""
+        body = _without_none(
+            {
+                "data": data,
+                "model_id": str(model_id),
+                "priority": priority,
+                "callback_url": callback_url,
+                "return_probabilities": return_probabilities,
+                "batch_size": batch_size,
+                "timeout_ms": timeout_ms,
+            }
+        )
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._send(Request("POST", "/api/inference/predict/async", body, headers=headers))
+
+    def get_task(self, task_id: str) -> R:
+        return self._call("GET", _path("api", "inference", "predict", "async", task_id))
+
+    def cancel_task(self, task_id: str) -> R:
+        """Only a queued task can be cancelled (409 once a worker started it)."""
+        return self._call("DELETE", _path("api", "inference", "predict", "async", task_id))
+
+    def list_tasks(self, *, status: str | None = None, limit: int | None = None) -> R:
+        """Recent tasks, newest first: the key's own (an admin key's: its project's)."""
+        return self._call("GET", "/api/inference/predict/async", status=status, limit=limit)
+
+    def task_queues(self) -> R:
+        """Tasks waiting per priority, running, completed per second, and the workers."""
+        return self._call("GET", "/api/inference/predict/async/queues")
 
     # --- seed 002: models (/api/inference/models) ---
     def load_model(self, model_path: str, model_type: str, *, compile_model: bool = False) -> R:
@@ -387,7 +434,11 @@ class Client(_Api[JSON]):
             error: Exception | None = None
             try:
                 response = self._http.request(
-                    request.method, request.path, json=request.json, params=request.params
+                    request.method,
+                    request.path,
+                    json=request.json,
+                    params=request.params,
+                    headers=request.headers,
                 )
             except httpx.TransportError as exc:
                 error = exc
@@ -441,7 +492,11 @@ class AsyncClient(_Api[Awaitable[JSON]]):
             error: Exception | None = None
             try:
                 response = await self._http.request(
-                    request.method, request.path, json=request.json, params=request.params
+                    request.method,
+                    request.path,
+                    json=request.json,
+                    params=request.params,
+                    headers=request.headers,
                 )
             except httpx.TransportError as exc:
                 error = exc

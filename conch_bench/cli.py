@@ -198,6 +198,14 @@ def suite_command(
             "model's priority twin, at saturation (needs wrk)"
         ),
     ] = True,
+    async_predictions: Annotated[
+        bool,
+        typer.Option(
+            "--async/--no-async",
+            help="with conch-engine: async tasks on the tabular model against the synchronous "
+            "door (throughput at saturation, 100-row tasks, queue to completion at c=1)",
+        ),
+    ] = True,
     note: Annotated[
         list[str] | None, typer.Option(help="context recorded in the report, repeatable")
     ] = None,
@@ -242,6 +250,7 @@ def suite_command(
         client_check=client_check,
         open_loop_fraction=open_loop,
         priority=priority,
+        async_predictions=async_predictions,
         bare_torch=bare_torch,
         notes=tuple(note or ()),
     )

@@ -75,15 +75,20 @@ class ConchEndpoint:
         return RestTarget(url=url, bodies=bodies, headers={"X-API-Key": self.api_key})
 
     def engine_target(
-        self, model: BenchModel, base: str, batch_size: int, *, priority: str | None = None
+        self,
+        model: BenchModel,
+        base: str,
+        batch_size: int,
+        *,
+        priority: str | None = None,
+        on_twin: bool = False,
     ) -> RestTarget:
-        """Seed 002's `POST /api/inference/predict` with the same rows as `target`'s;
-        with a `priority`, to the model's `__priority` twin."""
-        if priority is None:
-            model_id, extra = self.model_ids.get(model.key, model.triton_name), ""
-        else:
-            twin = model.priority_name or model.triton_name
-            model_id, extra = self.priority_ids.get(model.key, twin), f', "priority": "{priority}"'
+        """Seed 002's `POST /api/inference/predict` with the same rows as `target`'s,
+        at `priority`; `on_twin`: to the model's `__priority` twin."""
+        model_id = self.model_ids.get(model.key, model.triton_name)
+        if on_twin:
+            model_id = self.priority_ids.get(model.key, model.priority_name or model.triton_name)
+        extra = "" if priority is None else f', "priority": "{priority}"'
         template = f'{{"model_id": "{model_id}", "data": $DATA{extra}}}'
         bodies = render_bodies(template, rows=batch_size, features=model.features)
         url = base.rstrip("/") + "/api/inference/predict"
@@ -237,8 +242,12 @@ def conch_stack(
         )
         limited, url = _control_plane(env, workers, "conch-rest")
         stack.callback(limited.stop)
+        # Async tasks run on the limited plane only, as the sync door's predictions do:
+        # the two share Redis, and a second worker would double the async capacity.
         unlimited, url_nolimit = _control_plane(
-            {**env, "CONCH_RATE_LIMIT_ENABLED": "false"}, workers, "conch-rest-nolimit"
+            {**env, "CONCH_RATE_LIMIT_ENABLED": "false", "CONCH_TASK_WORKERS": "0"},
+            workers,
+            "conch-rest-nolimit",
         )
         stack.callback(unlimited.stop)
         model_ids, project_ids, priority_ids = _register(url, admin, models)

@@ -243,11 +243,11 @@ def run_load(target: Target, spec: LoadSpec, *, label: str = "", batch_size: int
     for proc in procs:
         proc.start()
     try:
-        _collect(messages, "ready", len(procs), timeout_s=120.0)
+        collect_messages(messages, "ready", len(procs), timeout_s=120.0)
         start_at.value = time.time() + 0.2
         go.set()
         budget = spec.warmup_s + spec.duration_s + spec.drain_s + 60.0
-        results = _collect(messages, "result", len(procs), timeout_s=budget)
+        results = collect_messages(messages, "result", len(procs), timeout_s=budget)
     finally:
         go.set()
         for proc in procs:
@@ -264,7 +264,7 @@ def run_load(target: Target, spec: LoadSpec, *, label: str = "", batch_size: int
     )
 
 
-def _collect(messages: Any, kind: str, count: int, *, timeout_s: float) -> list[Any]:
+def collect_messages(messages: Any, kind: str, count: int, *, timeout_s: float) -> list[Any]:
     deadline = time.monotonic() + timeout_s
     items: list[Any] = []
     while len(items) < count:

@@ -37,7 +37,7 @@ from conch_bench.native import (
     request_spec,
     to_summary,
 )
-from conch_bench.ratios import PRIORITY_LOW_ARM, PRIORITY_URGENT_ARM, ArmRun
+from conch_bench.ratios import PRIORITY_PAIRS, ArmRun
 from conch_bench.stats import RunSummary
 
 PRIORITY_MODELS = ("tabular",)  # the models that get a `__priority` twin and this pass
@@ -72,37 +72,40 @@ def priority_pass(
         notes.append(f"priority pass for {model.key}: skipped, {why}")
         return []
     assert conch is not None  # _unavailable said so
-    streams = []
-    for arm, priority, connections in (
-        (PRIORITY_LOW_ARM, "low", LOW_CONNECTIONS),
-        (PRIORITY_URGENT_ARM, "urgent", URGENT_CONNECTIONS),
-    ):
-        target = conch.engine_target(model, conch.url, batch_size, priority=priority)
-        problem = probe(target)
-        spec = request_spec(target)
-        if problem is not None or spec is None:
-            notes.append(f"priority pass for {model.key}: skipped, a probe failed: {problem}")
-            return []
-        streams.append(Stream(f"{model.key}/{arm}", spec, connections))
-    console.print(
-        f"{model.key}: priority pass, {LOW_CONNECTIONS} low and {URGENT_CONNECTIONS} urgent "
-        f"connections at once on {model.priority_name} ..."
-    )
-    try:
-        low, urgent = run_side_by_side(
-            streams,
-            duration_s=duration_s,
-            warmup_s=warmup_s,
-            threads=threads,
-            batch_size=batch_size,
+    runs: list[ArmRun] = []
+    for on_twin, (low_arm, urgent_arm) in zip((False, True), PRIORITY_PAIRS.values(), strict=True):
+        streams = []
+        for arm, priority, connections in (
+            (low_arm, "low", LOW_CONNECTIONS),
+            (urgent_arm, "urgent", URGENT_CONNECTIONS),
+        ):
+            target = conch.engine_target(
+                model, conch.url, batch_size, priority=priority, on_twin=on_twin
+            )
+            problem = probe(target)
+            spec = request_spec(target)
+            if problem is not None or spec is None:
+                notes.append(f"priority pass for {model.key}: skipped, a probe failed: {problem}")
+                return runs
+            streams.append(Stream(f"{model.key}/{arm}", spec, connections))
+        served = model.priority_name if on_twin else model.triton_name
+        console.print(
+            f"{model.key}: priority pass, {LOW_CONNECTIONS} low and {URGENT_CONNECTIONS} "
+            f"urgent connections at once on {served} ..."
         )
-    except WrkError as exc:
-        notes.append(f"priority pass for {model.key}: failed, {exc}")
-        return []
-    return [
-        ArmRun(model.key, PRIORITY_LOW_ARM, low),
-        ArmRun(model.key, PRIORITY_URGENT_ARM, urgent),
-    ]
+        try:
+            low, urgent = run_side_by_side(
+                streams,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                threads=threads,
+                batch_size=batch_size,
+            )
+        except WrkError as exc:
+            notes.append(f"priority pass for {model.key}: failed, {exc}")
+            return runs
+        runs += [ArmRun(model.key, low_arm, low), ArmRun(model.key, urgent_arm, urgent)]
+    return runs
 
 
 def _unavailable(model: BenchModel, conch: ConchEndpoint | None) -> str | None:

@@ -3,7 +3,8 @@
 Arm names: triton-grpc, triton-http (wrk), triton-grpc-nobatch (dynamic batching
 off), conch-rest (auth, slot and rate limit on), conch-rest-manykeys (the same,
 MANY_KEYS keys cycled), conch-rest-nolimit, baseline-naive and baseline-tuned
-(plain FastAPI), priority-low and priority-urgent (one run side by side). A ratio
+(plain FastAPI), priority-low and priority-urgent (one run side by side), and the
+async pass's arms (async-engine, async-engine-queue, the 100-row pair). A ratio
 whose arms were not measured is left out, not guessed.
 
 Throughput ratios come twice: at each arm's best concurrency (its saturation
@@ -37,8 +38,25 @@ PYTHON_TWINS = {"conch-v2": V2_PYTHON_ARM, "conch-engine": ENGINE_PYTHON_ARM}
 # One model core behind every door: each door within this of the others.
 DOOR_SPREAD = 0.10
 # The priority pass (priority.py): low and urgent requests side by side, at saturation.
+# On the model as served (Conch's queue orders the calls), and on its `__priority`
+# twin (Triton's priority levels as well).
 PRIORITY_LOW_ARM, PRIORITY_URGENT_ARM = "priority-low", "priority-urgent"
+LEVELS_LOW_ARM, LEVELS_URGENT_ARM = "priority-levels-low", "priority-levels-urgent"
+PRIORITY_PAIRS = {
+    "priority": (PRIORITY_LOW_ARM, PRIORITY_URGENT_ARM),
+    "priority with Triton's levels": (LEVELS_LOW_ARM, LEVELS_URGENT_ARM),
+}
 PRIORITY_TARGET = 0.5  # urgent p99 over low p99 (the issue's bound)
+# The async pass (async_pass.py): tasks through `POST /api/inference/predict/async`,
+# against the synchronous door (conch-engine) in the same run.
+ENGINE_ARM = "conch-engine"
+ASYNC_ARM = "async-engine"  # from the submit sent to the poll that saw the result
+ASYNC_QUEUE_ARM = "async-engine-queue"  # the same tasks: their own created_at -> completed_at
+ASYNC_ROWS = 100  # rows per task, and per synchronous request, for batch amortisation
+ASYNC_ROWS_ARM = f"async-engine-{ASYNC_ROWS}rows"
+ENGINE_ROWS_ARM = f"conch-engine-{ASYNC_ROWS}rows"
+ASYNC_THROUGHPUT_TARGET = 0.5  # async tasks/s over sync requests/s, each at its best
+ASYNC_ADDED_P50_MS = 5.0  # queue->completion p50 minus the sync p50, one at a time
 
 
 @dataclass(frozen=True)
@@ -103,6 +121,10 @@ class _Index:
         runs = [s for s in runs if s.requests > 0]
         return max(runs, key=lambda s: s.throughput_rps, default=None)
 
+    def tried(self, model: str, arm: str) -> bool:
+        """The arm ran for this model, whether or not any request succeeded."""
+        return any(r.model == model and r.arm == arm for r in self._runs)
+
     def models(self) -> list[str]:
         return self._models
 
@@ -143,12 +165,24 @@ def compute_ratios(runs: Sequence[ArmRun], *, low: int = 1, mid: int = 64) -> li
         for arm in ("conch-rest", "triton-grpc"):
             ratios += _open_pair(index, model, arm, TUNED)
         ratios += _priority(index, model)
+        ratios += _async_throughput(index, model) + _async_rows(index, model)
+        ratios += _async_latency(index, model, low)
     return ratios
 
 
 def _priority(index: _Index, model: str) -> list[Ratio]:
+    return [
+        ratio
+        for label, (low_arm, urgent_arm) in PRIORITY_PAIRS.items()
+        for ratio in _priority_pair(index, model, label, low_arm, urgent_arm)
+    ]
+
+
+def _priority_pair(
+    index: _Index, model: str, label: str, low_arm: str, urgent_arm: str
+) -> list[Ratio]:
     """Urgent requests overtake low ones: their p99 at most PRIORITY_TARGET of low's."""
-    low, urgent = index.best(model, PRIORITY_LOW_ARM), index.best(model, PRIORITY_URGENT_ARM)
+    low, urgent = index.best(model, low_arm), index.best(model, urgent_arm)
     if low is None or urgent is None or not low.latency_ms["p99"] > 0:
         return []
     value = urgent.latency_ms["p99"] / low.latency_ms["p99"]
@@ -162,7 +196,7 @@ def _priority(index: _Index, model: str) -> list[Ratio]:
     passed = value <= PRIORITY_TARGET and errors == 0
     return [
         Ratio(
-            "priority: urgent p99 / low p99 at saturation",
+            f"{label}: urgent p99 / low p99 at saturation",
             model,
             value,
             "x",
@@ -171,6 +205,97 @@ def _priority(index: _Index, model: str) -> list[Ratio]:
             passed=passed,
         )
     ]
+
+
+def _async_throughput(index: _Index, model: str) -> list[Ratio]:
+    """Single-row tasks at saturation, completed per second, against synchronous
+    requests per second: at least ASYNC_THROUGHPUT_TARGET. Errors, or a pass where
+    no task completed, fail it."""
+    sync = index.best(model, ENGINE_ARM)
+    if sync is None or sync.throughput_rps == 0 or not index.tried(model, ASYNC_ARM):
+        return []
+    tasks = index.best(model, ASYNC_ARM)
+    value = 0.0 if tasks is None else tasks.throughput_rps / sync.throughput_rps
+    seen = (
+        "no task completed"
+        if tasks is None
+        else f"{ASYNC_ARM} {tasks.throughput_rps:.0f} tasks/s ({tasks.concurrency} in flight, "
+        f"client CPU {'/'.join(f'{c:.0%}' for c in tasks.client_cpu)})"
+        + (f", {tasks.errors} errors" if tasks.errors else "")
+    )
+    detail = (
+        f"{seen} / {ENGINE_ARM} {sync.throughput_rps:.0f} req/s (c={sync.concurrency}), "
+        "each at its best"
+    )
+    passed = tasks is not None and tasks.errors == 0 and value >= ASYNC_THROUGHPUT_TARGET
+    target = f"≥ {ASYNC_THROUGHPUT_TARGET:.2f}x"
+    name = "async / sync: max throughput, 1-row tasks"
+    return [Ratio(name, model, value, "x", detail, target=target, passed=passed)]
+
+
+def _async_rows(index: _Index, model: str) -> list[Ratio]:
+    """Batch amortisation: rows/s of ASYNC_ROWS-row tasks against ASYNC_ROWS-row
+    synchronous requests, and against single-row tasks. Reported, not judged."""
+    arms = (ASYNC_ROWS_ARM, ENGINE_ROWS_ARM, ASYNC_ARM)
+    rows, sync, single = (index.best(model, arm) for arm in arms)
+    if rows is None:
+        return []
+
+    def rate(s: RunSummary) -> float:
+        return s.throughput_rps * s.batch_size
+
+    out = []
+    if sync is not None and rate(sync) > 0:
+        detail = (
+            f"{ASYNC_ROWS_ARM} {rate(rows):,.0f} rows/s ({rows.concurrency} in flight) / "
+            f"{ENGINE_ROWS_ARM} {rate(sync):,.0f} rows/s (c={sync.concurrency})"
+        )
+        name = f"async / sync: rows/s, {ASYNC_ROWS}-row tasks"
+        out.append(Ratio(name, model, rate(rows) / rate(sync), "x", detail))
+    if single is not None and rate(single) > 0:
+        detail = f"{rate(rows):,.0f} rows/s / {rate(single):,.0f} rows/s, each at saturation"
+        name = f"async batch amortisation: rows/s, {ASYNC_ROWS}-row / 1-row tasks"
+        out.append(Ratio(name, model, rate(rows) / rate(single), "x", detail))
+    return out
+
+
+def _async_latency(index: _Index, model: str, c: int) -> list[Ratio]:
+    """One task at a time: its own created_at -> completed_at p50 (judged) and the
+    p50 a polling client saw (reported), each minus the synchronous p50."""
+    sync = index.at(model, ENGINE_ARM, c)
+    queue, seen = index.at(model, ASYNC_QUEUE_ARM, c), index.at(model, ASYNC_ARM, c)
+    if sync is None or queue is None:
+        return []
+    added = queue.latency_ms["p50"] - sync.latency_ms["p50"]
+    detail = (
+        f"the tasks' own created_at → completed_at p50 {queue.latency_ms['p50']:.2f} ms "
+        f"({queue.requests} tasks, millisecond timestamps) - {ENGINE_ARM} p50 "
+        f"{sync.latency_ms['p50']:.2f} ms ({sync.client}) at c={c}"
+        + (f"; {queue.errors} errors" if queue.errors else "")
+    )
+    out = [
+        Ratio(
+            f"async queue→completion p50 - sync p50 at c={c}",
+            model,
+            added,
+            "ms",
+            detail,
+            target=f"≤ {ASYNC_ADDED_P50_MS:g} ms",
+            passed=added <= ASYNC_ADDED_P50_MS and queue.errors == 0,
+        )
+    ]
+    # The polling client is Python: against the synchronous door through Python too.
+    python = index.at(model, ENGINE_PYTHON_ARM, c)
+    ref_arm, ref = (ENGINE_ARM, sync) if python is None else (ENGINE_PYTHON_ARM, python)
+    if seen is not None:
+        detail = (
+            f"{ASYNC_ARM} p50 {seen.latency_ms['p50']:.2f} ms (submit sent → the poll that saw "
+            f"the result) - {ref_arm} p50 {ref.latency_ms['p50']:.2f} ms at c={c}"
+        )
+        name = f"async submit→result seen p50 - sync p50 at c={c}"
+        added = seen.latency_ms["p50"] - ref.latency_ms["p50"]
+        out.append(Ratio(name, model, added, "ms", detail))
+    return out
 
 
 def _overhead(index: _Index, model: str, arm: str, ref: str, c: int, what: str) -> list[Ratio]:

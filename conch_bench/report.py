@@ -61,6 +61,13 @@ METHOD = (
     "| priority-low, priority-urgent | conch-engine on the model's `__priority` twin (config "
     "with Triton's priority levels), two wrk at once: most connections send "
     '`"priority": "low"`, a few `"urgent"` (`conch_bench/priority.py`) |',
+    "| async-engine | tasks through `POST /api/inference/predict/async`, polled until "
+    "completed (`conch_bench/async_pass.py`): *req/s* is tasks completed per second, "
+    "latency from the submit to the poll that saw the result |",
+    "| async-engine-queue | the same tasks by their own `created_at` → `completed_at` "
+    "(server clock, millisecond precision) |",
+    "| async-engine-100rows, conch-engine-100rows | 100-row tasks, and 100-row synchronous "
+    "requests (wrk at conch-engine's best concurrency): rows/s = req/s x 100 |",
     "| triton-grpc-2x-clients | triton-grpc at its best concurrency with twice the client "
     "processes: a client check |",
     "| triton-http-python | triton-http at wrk's best concurrency through the Python client: "
@@ -159,6 +166,8 @@ def _setting(value: Any) -> str:
 def _ratio_value(ratio: Ratio) -> str:
     if ratio.unit == "x":
         return f"{ratio.value:.2f}x"
+    if ratio.unit == "ms":
+        return f"{ratio.value:+.2f} ms"
     return f"{ratio.value:+.0f} {ratio.unit}" if ratio.unit == "µs" else f"{ratio.value:.1f} %"
 
 

@@ -12,7 +12,9 @@ client too, to compare with conch-rest. Each model ends
 with an open-loop pass: every arm offered the same fixed rate, a fraction of the
 slowest arm's best throughput, for latency under load without coordinated
 omission. With conch-engine, the tabular model also gets a priority pass
-(priority.py): low and urgent requests side by side at saturation, under wrk.
+(priority.py): low and urgent requests side by side at saturation, under wrk;
+and an async pass (async_pass.py): tasks submitted and polled, against the
+synchronous door at saturation, with 100-row tasks, and one at a time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from rich.console import Console
 
 from conch_bench import report
+from conch_bench.async_pass import ASYNC_MODELS, async_pass
 from conch_bench.baseline import BaselineServer, Variant
 from conch_bench.conch_arm import ConchEndpoint, conch_stack, probe
 from conch_bench.loadgen import LoadSpec, run_load
@@ -40,6 +43,7 @@ from conch_bench.plot import MISSING, plot_model
 from conch_bench.priority import PRIORITY_MODELS, priority_pass
 from conch_bench.ratios import (
     CLIENT_CHECK_ARM,
+    ENGINE_ARM,
     HTTP_CHECK_ARM,
     PYTHON_TWINS,
     ArmRun,
@@ -91,6 +95,7 @@ class SuiteOptions:
     client_check: bool = True  # gRPC's best point with 2x clients; HTTP's through Python
     open_loop_fraction: float = 0.5  # of the slowest arm's best throughput; 0: no open loop
     priority: bool = True  # with conch-engine: low and urgent side by side (priority.py)
+    async_predictions: bool = True  # with conch-engine: async tasks vs sync (async_pass.py)
     notes: tuple[str, ...] = ()  # context for the report (e.g. "machine shared with CI")
 
     def settings(self) -> dict[str, Any]:
@@ -170,6 +175,8 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                             )  # fmt: skip
             if model.priority_name is not None:
                 runs += _priority_pass(console, model, conch, options, notes)
+            if _wants_async(options, model):
+                runs += _async_pass(console, model, conch, options, notes, runs)
             if options.open_loop_fraction > 0:
                 runs += _open_loop_pass(console, model, arms, triton, options, conch, runs)
     bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
@@ -201,6 +208,35 @@ def _priority_pass(
     for run in runs:
         _print(console, model.key, run.arm, f"c={run.summary.concurrency}", run.summary)
     return runs
+
+
+def _wants_async(options: SuiteOptions, model: BenchModel) -> bool:
+    """The async pass compares with the engine door: it comes with the conch-engine arm."""
+    return options.async_predictions and ENGINE_ARM in options.arms and model.key in ASYNC_MODELS
+
+
+def _async_pass(
+    console: Console,
+    model: BenchModel,
+    conch: ConchEndpoint | None,
+    options: SuiteOptions,
+    notes: list[str],
+    runs: list[ArmRun],
+) -> list[ArmRun]:
+    """100-row synchronous requests go at the conch-engine arm's best concurrency."""
+    engine = [r.summary for r in runs if r.model == model.key and r.arm == ENGINE_ARM]
+    measured = [s for s in engine if s.requests > 0]
+    best = max(measured, key=lambda s: s.throughput_rps, default=None)
+    return async_pass(
+        console,
+        model,
+        conch,
+        notes,
+        duration_s=options.duration_s,
+        warmup_s=options.warmup_s,
+        processes=options.processes,
+        engine_concurrency=max(options.concurrencies) if best is None else best.concurrency,
+    )
 
 
 def _available_arms(options: SuiteOptions, notes: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ handlers find them by type through `Components` (core/components.py, state.py).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from control_plane.engine_api.model_routes import router as engine_models_router
 from control_plane.engine_api.monitoring_routes import router as engine_monitoring_router
 from control_plane.engine_api.predict_routes import ENDPOINTS as ENGINE_PREDICT_ENDPOINTS
 from control_plane.engine_api.predict_routes import router as engine_predict_router
+from control_plane.engine_api.stream_routes import router as engine_stream_router
 from control_plane.events.bus import EventBus
 from control_plane.inference.lane import PredictionLane
 from control_plane.inference.routes import router as inference_router
@@ -42,6 +44,7 @@ from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.lifecycle.routes import router as engine_router
 from control_plane.manifests.store import ManifestStore
 from control_plane.metrics_route import router as metrics_router
+from control_plane.model_core.admission import PriorityGate
 from control_plane.model_core.catalog import ModelCatalog
 from control_plane.projects.routes import router as projects_router
 from control_plane.ratelimit.limiter import RateLimiter
@@ -196,6 +199,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         state.reconciler.start()  # the first pass runs now, not after a whole period
         app.state.conch = state
         app.state.components = state.components()
+        if settings.predict_admission_limit > 0:
+            app.state.components.add(PriorityGate, PriorityGate(settings.predict_admission_limit))
         jobs = start_jobs(app.state.components, settings, redis)
         # The Open Inference Protocol door forwards to Triton's HTTP port (control_plane/v2).
         passthrough = None
@@ -204,6 +209,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
                 settings.triton_http_url, timeout_s=settings.triton_timeout_s
             )
             app.state.components.add(TritonPassthrough, passthrough)
+        # What start-up allocated lives as long as the app: out of the collector's
+        # sight, so that a full collection under load walks only what requests made.
+        gc.freeze()
         try:
             yield
         finally:
@@ -244,6 +252,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     app.include_router(tabular_router)
     app.include_router(engine_predict_router)
     app.include_router(engine_async_router)
+    app.include_router(engine_stream_router)
     app.include_router(metrics_router)
     app.include_router(v2_router)
     app.include_router(model_load_router)

@@ -1,4 +1,4 @@
-"""The `conch` command line: export, deploy, manage keys and serve.
+"""The `conch` command line: export, deploy, manage keys and jobs, and serve.
 
 `export`, `demo` and `bench` come from packages beside the control plane
 (`exporters`, `conch_embedded.demo`, `conch_bench`); they are imported only when
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from control_plane.cli import manage, serve
+from control_plane.cli import jobs, manage, serve
 
 app = typer.Typer(
     name="conch",
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 serve.register(app)
 manage.register(app)
+jobs.register(app)
 
 # command -> (module with a `register(app)` function, what to install when it is missing)
 _PLUGINS = {

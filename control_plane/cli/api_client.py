@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
@@ -13,6 +15,7 @@ from conch_manifest.locations import default_control_plane_url, state_dir
 
 console = Console()
 err_console = Console(stderr=True)
+T = TypeVar("T")
 
 UrlOption = Annotated[
     str,
@@ -45,9 +48,22 @@ def call(
     params: dict[str, Any] | None = None,
 ) -> Any:
     """Send one request; print and return the JSON body, or exit 1 with the error message."""
+    body = send(url, api_key, lambda conch: conch.request(method, path, json=json, params=params))
+    console.print_json(data=body)
+    return body
+
+
+def send(url: str, api_key: str, action: Callable[[Client], T]) -> T:
+    """`action`'s answer through a client of `url`, or exit 1 with the error message."""
+    with exit_on_failure(url), Client(url, api_key, timeout_s=30) as conch:
+        return action(conch)
+
+
+@contextmanager
+def exit_on_failure(url: str) -> Iterator[None]:
+    """An unreachable `url` or a refused request: its one-line message, and exit 1."""
     try:
-        with Client(url, api_key, timeout_s=30) as conch:
-            body = conch.request(method, path, json=json, params=params)
+        yield
     except httpx.TransportError as exc:
         err_console.print(f"[red]cannot reach {url}: {exc}[/red]", highlight=False)
         raise typer.Exit(1) from exc
@@ -57,8 +73,6 @@ def call(
         if hint is not None:
             err_console.print(hint, markup=False, highlight=False)
         raise typer.Exit(1) from exc
-    console.print_json(data=body)
-    return body
 
 
 def missing_scope_hint(body: Any) -> str | None:

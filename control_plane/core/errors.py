@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -276,6 +278,12 @@ async def _out_of_range(request: Request, exc: Exception) -> OrjsonResponse:
     )
 
 
+async def _redis_unavailable(_: Request, exc: Exception) -> OrjsonResponse:
+    # Redis refused, dropped or timed out a command (async tasks, streams): passing.
+    logger.warning("redis unavailable: %s", exc)
+    return conch_error_response(ServiceUnavailableError("Redis is unavailable; retry shortly"))
+
+
 async def _database_unavailable(_: Request, exc: Exception) -> OrjsonResponse:
     # The database refused, dropped or timed out the connection (or SQLite is locked):
     # the server's trouble, and a passing one; the client retries after a pause.
@@ -318,6 +326,8 @@ _CONVERTERS: dict[type[Exception], ErrorConverter] = {
     OperationalError: _database_unavailable,
     InterfaceError: _database_unavailable,
     PoolTimeoutError: _database_unavailable,
+    RedisConnectionError: _redis_unavailable,
+    RedisTimeoutError: _redis_unavailable,
 }
 
 

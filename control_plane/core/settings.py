@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         description="Triton calls per model outstanding before concurrent prediction rows "
         "are merged into the next call (triton/coalesce.py); 0 sends every request alone",
     )
+    # A bound lets urgent predictions overtake low ones on a saturated replica
+    # (model_core/admission.py); 0 admits every prediction at once.
+    predict_admission_limit: int = Field(
+        0, ge=0, description="seed 002 predictions inside the model core at once, by priority"
+    )
     model_repository: Path = Field(
         default_factory=default_model_repository, description="Triton's repository root"
     )
@@ -335,6 +340,30 @@ class Settings(BaseSettings):
     # One level's turn in ten goes to the longest-waiting lower level: low still moves.
     task_starvation_every: int = Field(
         10, ge=2, description="every Nth take serves the lowest waiting level first"
+    )
+
+    # --- streams: `/api/inference/stream/...` sessions, durable in Redis ---
+    stream_idle_ttl_s: int = Field(
+        600, ge=1, description="a stream without sends or reads expires after this, results too"
+    )
+    stream_max_per_key: int = Field(
+        100, ge=1, description="open streams one API key may have (429 beyond)"
+    )
+    stream_max_pending_rows: int = Field(
+        10_000, ge=1, description="rows one stream may have buffered or in flight (429 beyond)"
+    )
+    stream_max_results: int = Field(
+        100_000, ge=1, description="results one stream keeps; the oldest are dropped beyond"
+    )
+    # Also the precision of batch_timeout_ms: a due buffer waits at most this much longer.
+    stream_flush_poll_s: float = Field(
+        0.005, gt=0, description="how often a replica looks for buffers past batch_timeout_ms"
+    )
+    stream_flush_claim_after_s: float = Field(
+        30.0, gt=0, description="rows a replica took but did not answer are flushed again then"
+    )
+    stream_ws_auth_timeout_s: float = Field(
+        5.0, gt=0, description='a WebSocket without a key header must send {"api_key"} within this'
     )
 
     # --- callbacks: an async task's result POSTed to its callback_url, signed ---

@@ -3,20 +3,27 @@
 Any replica accepts, runs or answers any task: the queue and the tasks live in
 Redis (`control_plane/jobs/`). A task is visible to the key that submitted it
 and to admin keys of its project; to any other key it reads as unknown (404).
+A listing shows the same tasks. The queues' figures span every project: they need
+a read key restricted to no project, as the engine's metrics do.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from fastapi import Path as PathParam
 
 from control_plane.core.components import ComponentsDep
 from control_plane.core.openapi_errors import error_responses
-from control_plane.jobs import service
-from control_plane.jobs.schemas import AsyncPredictRequest, AsyncSubmitResponse, TaskView
-from control_plane.keys.deps import GuardedRoute, PredictAnyKey
+from control_plane.jobs import listing, service
+from control_plane.jobs.schemas import (
+    AsyncPredictRequest,
+    AsyncSubmitResponse,
+    TaskStatus,
+    TaskView,
+)
+from control_plane.keys.deps import GuardedRoute, PredictAnyKey, ReadGlobalKey
 
 router = APIRouter(
     prefix="/api/inference/predict/async", tags=["inference engine"], route_class=GuardedRoute
@@ -50,6 +57,32 @@ async def submit_async(
     idempotency_key: IdempotencyKey = None,
 ) -> AsyncSubmitResponse:
     return await service.submit(app, key, body, idempotency_key)
+
+
+# Declared before `/{task_id}`: its pattern would answer 422 for "queues".
+@router.get(
+    "",
+    response_model=listing.TaskList,
+    responses=error_responses(503),
+    summary="Recent tasks, newest first: a key's own; an admin key's, its project's",
+)
+async def list_async(
+    app: ComponentsDep,
+    key: PredictAnyKey,
+    limit: Annotated[int, Query(ge=1, le=listing.MAX_LISTED)] = 50,
+    status: Annotated[TaskStatus | None, Query(description="only tasks in this state")] = None,
+) -> listing.TaskList:
+    return await listing.list_tasks(app, key, limit=limit, status=status)
+
+
+@router.get(
+    "/queues",
+    response_model=listing.QueuesView,
+    responses=error_responses(503),
+    summary="Tasks waiting per priority, running, completed per second, and the workers",
+)
+async def queues_async(app: ComponentsDep, _: ReadGlobalKey) -> listing.QueuesView:
+    return await listing.queues(app)
 
 
 @router.get(

@@ -42,6 +42,7 @@ from control_plane.inference.endpoints import Endpoint, include_endpoints
 from control_plane.keys.access import Policy, visible_model
 from control_plane.keys.deps import GuardedRoute
 from control_plane.keys.schemas import Principal
+from control_plane.model_core.admission import PriorityGate
 from control_plane.model_core.handle import ModelHandle
 from control_plane.model_core.outputs import Payload
 from control_plane.model_core.predict import Prediction, predict
@@ -86,6 +87,7 @@ async def _predict(
         stats=components.get(InferenceStats),
         return_probabilities=return_probabilities,
         batch_size=batch_size,
+        gate=components.find(PriorityGate),
     )
     return handle, prediction
 

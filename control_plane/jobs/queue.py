@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from conch_manifest.priorities import PRIORITY_LEVELS, Priority
 from control_plane.jobs import scripts
@@ -91,6 +92,15 @@ class Submitted:
     outcome: str
     ahead: int = 0
     request_digest: str = ""  # of the first submission, for an "existing" one
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A worker of the group, over every level: entries it holds, time since it last read."""
+
+    name: str
+    pending: int
+    idle_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +210,7 @@ class TaskQueue:
         return {_text(k): _text(v) for k, v in raw.items()} if raw else None
 
     async def cancel(self, task: Mapping[str, str]) -> str | None:
-        """ "cancelled", or the status that forbids it (None: the task is gone)."""
+        """`cancelled`, or the status that forbids it (None: the task is gone)."""
         keys = self.keys
         answer = await self._cancel(
             keys=[
@@ -230,7 +240,7 @@ class TaskQueue:
             stream = self.keys.stream(level)
             try:
                 pending = await self.redis.xpending(stream, GROUP)
-            except Exception:  # no stream or group yet: nothing waits there
+            except ResponseError:  # no stream or group yet: nothing waits there
                 depths[level] = 0
                 continue
             depths[level] = await self.redis.xlen(stream) - int(pending["pending"])
@@ -294,17 +304,22 @@ class TaskQueue:
         return taken
 
     async def renew(self, consumer: str, running: Sequence[TakenTask]) -> None:
-        """Reset the idle time of entries this consumer is running (no takeover)."""
-        by_level: dict[str, list[Any]] = {}
+        """Reset the idle time of entries this consumer runs and still owns: one another
+        replica took over is left to it (claiming it back would take it from them)."""
+        by_level: dict[str, set[str]] = {}
         for task in running:
-            by_level.setdefault(task.level, []).append(task.entry)
+            by_level.setdefault(task.level, set()).add(task.entry)
         for level, entries in by_level.items():
-            await self.redis.xclaim(
-                self.keys.stream(level), GROUP, consumer, 0, entries, justid=True
+            stream = self.keys.stream(level)
+            owned: Any = await self.redis.xpending_range(
+                stream, GROUP, "-", "+", len(entries) + 100, consumername=consumer
             )
+            mine = [e["message_id"] for e in owned if _text(e["message_id"]) in entries]
+            if mine:
+                await self.redis.xclaim(stream, GROUP, consumer, 0, mine, justid=True)
 
     async def start(self, consumer: str, task: TakenTask) -> str:
-        """ "run", "exhausted" (taken too often), or "done"/"gone" (acknowledged here)."""
+        """`run`, `exhausted` (taken too often), or `done`/`gone` (acknowledged here)."""
         answer = await self._start(
             keys=[self.keys.task(task.task_id)], args=[consumer, now_iso(), MAX_DELIVERIES]
         )
@@ -368,3 +383,46 @@ class TaskQueue:
             return None  # taken, not started yet
         before: Any = await self.redis.xrange(stream, f"({delivered}", f"({task['entry']}")
         return ahead + len(before) + 1
+
+    # --- operators --------------------------------------------------------------
+
+    async def running(self) -> dict[str, int]:
+        """Entries taken and not yet finished per level (XPENDING): running, or held by
+        a replica that stopped until another takes them over."""
+        running: dict[str, int] = {}
+        for level in LEVELS:
+            try:
+                pending = await self.redis.xpending(self.keys.stream(level), GROUP)
+            except ResponseError:  # no stream or group yet
+                pending = {"pending": 0}
+            running[level] = int(pending["pending"])
+        return running
+
+    async def consumers(self) -> list[Consumer]:
+        """Every consumer the group has seen, live ones (least idle) first. A worker
+        blocks on every level at once, so its idle time is its least on any stream."""
+        found: dict[str, Consumer] = {}
+        for level in LEVELS:
+            try:
+                answer: Any = await self.redis.xinfo_consumers(self.keys.stream(level), GROUP)
+            except ResponseError:  # no stream or group yet
+                continue
+            for row in answer:
+                name, pending, idle = _text(row["name"]), int(row["pending"]), int(row["idle"])
+                seen = found.get(name)
+                if seen is not None:
+                    pending, idle = pending + seen.pending, min(idle, seen.idle_ms)
+                found[name] = Consumer(name, pending, idle)
+        return sorted(found.values(), key=lambda consumer: (consumer.idle_ms, consumer.name))
+
+    async def recent_from(self, start: int, count: int) -> list[dict[str, str]]:
+        """Up to `count` tasks from the `start`-th newest on, newest first (expired ones
+        left out), their hashes read in one round trip."""
+        ids = await self.redis.zrevrange(self.keys.index(), start, start + count - 1)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in ids:
+                pipe.hgetall(self.keys.task(_text(task_id)))
+            answers = await pipe.execute()
+        return [{_text(k): _text(v) for k, v in raw.items()} for raw in answers if raw]

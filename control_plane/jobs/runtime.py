@@ -12,9 +12,11 @@ from redis.asyncio import Redis
 
 from control_plane.core.components import Components
 from control_plane.core.settings import Settings
-from control_plane.jobs import service
+from control_plane.jobs import service, task_metrics
 from control_plane.jobs.callbacks import Delivery, deliver
 from control_plane.jobs.queue import TaskQueue
+from control_plane.jobs.stream_flush import StreamFlusher
+from control_plane.jobs.streams import StreamStore
 from control_plane.jobs.worker import TaskWorker
 from control_plane.keys.webhooks import webhook_secret
 
@@ -34,8 +36,10 @@ class Jobs:
     worker: TaskWorker
     redis: Redis  # the worker's own connections: its reads block
     callbacks: httpx.AsyncClient
+    flusher: StreamFlusher
 
     async def stop(self) -> None:
+        await self.flusher.stop()
         await self.worker.stop()
         await self.callbacks.aclose()
         await self.redis.aclose()
@@ -58,7 +62,10 @@ def _callback_sender(
             service.task_view(finished).model_dump(mode="json", exclude={"callback"})
         )
 
+        counter = task_metrics.CallbackCounter()
+
         async def show(delivery: Delivery) -> None:
+            counter.saw(delivery)
             await queue.record(task["task_id"], "callback", delivery.model_dump(mode="json"))
 
         delivery = await deliver(
@@ -106,4 +113,19 @@ def start_jobs(components: Components, settings: Settings, redis: Redis | None) 
         after_finish=_callback_sender(worker_queue, settings, callbacks),
     )
     worker.start()
-    return Jobs(worker, worker_redis, callbacks)
+    # Streams: calls on the request connections; Pub/Sub waits on the worker's.
+    streams = StreamStore(
+        redis,
+        settings.deployment_id,
+        idle_ttl_s=settings.stream_idle_ttl_s,
+        max_per_key=settings.stream_max_per_key,
+        max_pending=settings.stream_max_pending_rows,
+        max_results=settings.stream_max_results,
+        claim_after_s=settings.stream_flush_claim_after_s,
+        listen_redis=worker_redis,
+    )
+    components.add(StreamStore, streams)
+    flusher = StreamFlusher(streams, components, poll_s=settings.stream_flush_poll_s)
+    components.add(StreamFlusher, flusher)
+    flusher.start()
+    return Jobs(worker, worker_redis, callbacks, flusher)

@@ -152,7 +152,7 @@ async def _estimated_completion(components: Components, model_id: int, position:
     return finish.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _may_see(key: Principal, task: Mapping[str, str]) -> bool:
+def may_see(key: Principal, task: Mapping[str, str]) -> bool:
     """The key that submitted it, or an admin key of its project (or of none)."""
     if str(key.key_id) == task.get("key_id"):
         return True
@@ -163,7 +163,7 @@ def _may_see(key: Principal, task: Mapping[str, str]) -> bool:
 
 async def visible_task(components: Components, key: Principal, task_id: str) -> dict[str, str]:
     task = await queue_of(components).get(task_id)
-    if task is None or not _may_see(key, task):
+    if task is None or not may_see(key, task):
         raise task_not_found(task_id)
     return task
 

@@ -14,6 +14,7 @@ delivers its callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -21,7 +22,9 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from control_plane.core import metrics
 from control_plane.core.errors import ServiceUnavailableError, error_body
+from control_plane.jobs import task_metrics
 from control_plane.jobs.queue import LEVELS, MAX_DELIVERIES, TakenTask, TaskQueue
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class TaskWorker:
         self._takes = 0
         self._running: dict[str, tuple[TakenTask, asyncio.Task[None]]] = {}
         self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._followups: set[asyncio.Task[None]] = set()
 
@@ -73,10 +77,20 @@ class TaskWorker:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking; give running tasks `grace_s` to finish. What is cut off stays
-        pending in Redis and another replica takes it over."""
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        pending in Redis and another replica takes it over.
+
+        The loops are asked to stop and end within a blocked read's time; only then
+        cancelled. A cancellation alone can be lost: redis-py wraps reads and writes
+        in `asyncio.wait_for`, which on Python 3.11 drops a cancel that arrives as the
+        command completes, and the app's shutdown then waited forever."""
+        self._stopping.set()
+        self._slot_freed.set()
+        if self._loops:
+            _, stuck = await asyncio.wait(self._loops, timeout=_BLOCK_MS / 1000 + 1.0)
+            for loop in stuck:
+                loop.cancel()
+            if stuck:
+                await asyncio.wait(stuck, timeout=1.0)
         self._loops = []
         running = [task for _, task in self._running.values()]
         if running:
@@ -103,7 +117,7 @@ class TaskWorker:
     async def _take_loop(self) -> None:
         await self._retrying(self.queue.ensure_groups)
         delay = _RETRY_MIN_S
-        while True:
+        while not self._stopping.is_set():
             free = self._concurrency - len(self._running)
             if free <= 0:
                 self._slot_freed.clear()
@@ -127,7 +141,10 @@ class TaskWorker:
         period = self._claim_after_s / 3
         idle_ms = int(self._claim_after_s * 1000)
         while True:
-            await asyncio.sleep(period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=period)
+            if self._stopping.is_set():
+                return
             try:
                 running = [taken for taken, _ in self._running.values()]
                 if running:
@@ -135,6 +152,8 @@ class TaskWorker:
                 free = self._concurrency - len(self._running)
                 if free > 0:
                     for task in await self.queue.take_over(self.consumer, idle_ms, free):
+                        if task.entry not in self._running:  # else its own, renewed late
+                            metrics.increment(task_metrics.REDELIVERIES)
                         logger.info("taking over task %s (its replica stopped)", task.task_id)
                         self._launch(task)
             except Exception as exc:
@@ -142,7 +161,7 @@ class TaskWorker:
 
     async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
         delay = _RETRY_MIN_S
-        while True:
+        while not self._stopping.is_set():
             try:
                 await step()
                 return
@@ -178,6 +197,7 @@ class TaskWorker:
                 self.consumer, taken, task["key_id"], status=status, value=value
             ):
                 self._follow_up(task, status, value)
+                task_metrics.task_finished(task, status)
         except asyncio.CancelledError:
             raise  # stopping: the entry stays pending for another replica
         except Exception:

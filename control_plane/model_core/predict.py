@@ -19,6 +19,7 @@ input (400) never reached the model and is not counted against it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from conch_manifest.priorities import PRIORITY_LEVELS
+from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL, PRIORITY_LEVELS
 from control_plane.core.errors import BadRequestError
+from control_plane.model_core.admission import PriorityGate
 from control_plane.model_core.handle import ModelHandle
 from control_plane.model_core.inputs import MAX_ROWS, Tensors, input_tensors
 from control_plane.model_core.outputs import Payload, decode_outputs
@@ -67,14 +69,44 @@ async def predict(
     return_probabilities: bool = False,
     batch_size: int | None = None,
     max_rows: int = MAX_ROWS,
+    gate: PriorityGate | None = None,
 ) -> Prediction:
     """`data` in any form `inputs.py` accepts -> the decoded answer (`outputs.py`).
 
     400 for bad data (naming the feature or input), Triton's 502/503, 504 past
-    `timeout_s` (None: the gateway's deadline).
+    `timeout_s` (None: the gateway's deadline). With a `gate`, the prediction
+    waits its turn by priority (`admission.py`).
     """
-    started = time.perf_counter()
     level = priority_level(priority)
+    admission = (
+        contextlib.nullcontext() if gate is None else gate.admitted(level or DEFAULT_PRIORITY_LEVEL)
+    )
+    async with admission:
+        return await _predict(
+            gateway,
+            handle,
+            data,
+            level,
+            timeout_s,
+            stats,
+            return_probabilities,
+            batch_size,
+            max_rows,
+        )
+
+
+async def _predict(
+    gateway: TritonGateway,
+    handle: ModelHandle,
+    data: object,
+    level: int,
+    timeout_s: float | None,
+    stats: InferenceStats | None,
+    return_probabilities: bool,
+    batch_size: int | None,
+    max_rows: int,
+) -> Prediction:
+    started = time.perf_counter()
     tensors, n_rows = input_tensors(handle, data, max_rows=max_rows)
     outputs = await call_model(
         gateway,

@@ -30,9 +30,10 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL
 from control_plane.core.errors import TritonTimeoutError, TritonUnavailableError
 from control_plane.core.settings import default
-from control_plane.triton.coalesce import RowCoalescer
+from control_plane.triton.coalesce import CallSlots, RowCoalescer
 from control_plane.triton.errors import is_not_loaded, load_error, short_reason, triton_error
 from control_plane.triton.http_infer import TritonHttpInference
 from control_plane.triton.tensors import datatype, elements_as_bytes
@@ -77,6 +78,7 @@ class TritonGateway:
         # of different priorities never share a Triton request. 0 sends each one alone.
         self._coalesce_in_flight = coalesce_in_flight
         self._coalescers: dict[tuple[str, str, tuple[str, ...], int, int], RowCoalescer] = {}
+        self._call_slots: dict[str, CallSlots] = {}  # per model: its coalescers share them
 
     async def close(self) -> None:
         await self.client.close()
@@ -304,9 +306,12 @@ class TritonGateway:
                     name, {input_name: rows}, outputs, priority=priority, timeout_s=timeout_s
                 )
 
-            coalescer = RowCoalescer(
-                call, max_rows=max_batch_size, max_in_flight=self._coalesce_in_flight
-            )
+            slots = self._call_slots.get(name)
+            if slots is None:
+                slots = self._call_slots[name] = CallSlots(self._coalesce_in_flight)
+            # Triton's levels: 1 is the most urgent; 0 is the model's default level.
+            urgency = priority or DEFAULT_PRIORITY_LEVEL
+            coalescer = RowCoalescer(call, max_rows=max_batch_size, slots=slots, urgency=urgency)
             self._coalescers[key] = coalescer
         return coalescer
 

@@ -58,7 +58,9 @@ class _Reader:
     """httptools callbacks: status, the wanted headers, the body, keep-alive."""
 
     def __init__(self, wanted_headers: frozenset[bytes]) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser refers to its reader: `feed` drops it once the answer is read, so
+        # that a Triton call leaves no reference cycle for the garbage collector.
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.wanted_headers = wanted_headers
         self.answer = HttpAnswer()
         self.chunks: list[bytes] = []
@@ -73,7 +75,19 @@ class _Reader:
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
 
+    def feed(self, chunk: bytes) -> None:
+        assert self.parser is not None, "the answer was read already"
+        try:
+            self.parser.feed_data(chunk)
+        finally:
+            if self.complete:
+                self.parser = None
+
+    def close(self) -> None:
+        self.parser = None
+
     def on_message_complete(self) -> None:
+        assert self.parser is not None
         self.complete = True
         # Only readable inside the callback: the parser resets once the message ends.
         self.keep_alive = self.parser.should_keep_alive()
@@ -148,15 +162,16 @@ class TritonHttpPool:
     async def _exchange_on(
         self, connection: _Connection, request: bytes, wanted_headers: frozenset[bytes]
     ) -> HttpAnswer:
+        response = _Reader(wanted_headers)
         try:
             connection.writer.write(request)
-            response = _Reader(wanted_headers)
             while not response.complete:
                 chunk = await connection.reader.read(65536)
                 if not chunk:
                     raise ConnectionResetError("Triton closed the connection")
-                response.parser.feed_data(chunk)
+                response.feed(chunk)
         except BaseException:
+            response.close()
             connection.close()  # its state is unknown: never reuse it
             raise
         if response.keep_alive and len(self._idle) < self._max_idle:

@@ -1,5 +1,5 @@
-"""Failure paths: a model Triton cannot load (500), Triton or SQL unreachable (503),
-docs served."""
+"""Failure paths: a model Triton cannot load (500), Triton, SQL or Redis unreachable
+(503), docs served."""
 
 from __future__ import annotations
 
@@ -116,6 +116,34 @@ async def test_unreachable_database_is_503_with_retry_after(
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "ServiceUnavailableError"
         assert response.json()["message"] == "the database is unavailable; retry shortly"
+        assert response.headers["retry-after"] == "5"
+        assert "127.0.0.1" not in response.text
+
+
+async def test_unreachable_redis_is_503_for_async_tasks(
+    app: FastAPI, settings: Settings, model_ids: dict[str, int]
+) -> None:
+    token = await make_key(app, ["predict"])
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    down = create_app(
+        settings.model_copy(update={"redis_url": closed, "model_events_redis_url": closed}),
+        migrate=False,
+    )
+    async with down.router.lifespan_context(down):
+        transport = httpx.ASGITransport(app=down)
+        async with httpx.AsyncClient(transport=transport, base_url="http://down") as client:
+            headers = {"X-API-Key": token}
+            submit = await client.post(
+                "/api/inference/predict/async",
+                json={"data": [[1.0]], "model_id": model_ids["a"]},
+                headers=headers,
+            )
+            poll = await client.get(
+                f"/api/inference/predict/async/task_{'0' * 24}", headers=headers
+            )
+    for response in (submit, poll):
+        assert response.status_code == 503, response.text
+        assert response.json()["message"] == "Redis is unavailable; retry shortly"
         assert response.headers["retry-after"] == "5"
         assert "127.0.0.1" not in response.text
 

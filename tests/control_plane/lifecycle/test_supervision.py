@@ -24,6 +24,7 @@ import pytest
 
 from conch_embedded.process import ManagedProcess, free_port, processes_in_group, tail
 from conch_embedded.redis_server import answers_ping
+from conch_embedded.stack import REDIS_DATA_DIR
 from conch_manifest.locations import PROJECT_ROOT
 from control_plane.cli.keys_db import create_key_in_database
 from control_plane.core.settings import Settings
@@ -301,4 +302,7 @@ def test_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
         left = sorted(pid for pid in children if _alive(pid))
         assert not left, f"left running: {[(pid, _comm(pid)) for pid in left]}"
         assert not list(running.state_dir.glob("triton-*"))
-        assert not list(running.state_dir.glob("redis-*"))
+        # Scratch directories go; the Redis data (the async queue) stays, flushed.
+        assert [p.name for p in running.state_dir.glob("redis-*")] == [REDIS_DATA_DIR]
+        data = running.state_dir / REDIS_DATA_DIR
+        assert any(p.name.startswith("appendonly") for p in data.iterdir())

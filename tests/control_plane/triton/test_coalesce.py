@@ -9,8 +9,9 @@ import numpy.typing as npt
 import pytest
 from fastapi import FastAPI
 
-from control_plane.triton.coalesce import Call, RowCoalescer, Tensors
+from control_plane.triton.coalesce import Call, CallSlots, RowCoalescer, Tensors
 from tests.control_plane.conftest import state_of
+from tests.control_plane.waiting import until
 
 
 async def test_concurrent_rows_share_triton_calls_and_get_their_own_answers(
@@ -29,7 +30,9 @@ async def test_concurrent_rows_share_triton_calls_and_get_their_own_answers(
 
     users = [i % len(index.user_index) for i in range(64)]
     alone = [await predict(user) for user in users[:8]]  # one at a time: nothing to merge
-    coalescer = next(c for k, c in state.triton._coalescers.items() if k[0] == model.triton_name)
+    coalescer = next(  # the default level's: other tests may have used other priorities
+        c for k, c in state.triton._coalescers.items() if k[0] == model.triton_name and k[4] == 0
+    )
     calls_before, merged_before = coalescer.calls, coalescer.merged
     together = await asyncio.gather(*(predict(user) for user in users))
     assert coalescer.calls - calls_before < len(users)
@@ -119,3 +122,36 @@ async def test_requests_with_different_deadlines_go_in_different_calls() -> None
     await asyncio.gather(first, *waiting)
     # In arrival order; a change of deadline starts a new call.
     assert deadlines == [(1, None), (2, None), (3, 2.0), (1, None)]
+
+
+async def test_a_freed_call_goes_to_the_most_urgent_rows_waiting() -> None:
+    """Two priorities of one model share its calls: urgent rows queued after low ones
+    go out first."""
+    sent: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    def call_for(label: str) -> Call:
+        async def call(rows: npt.NDArray[np.generic], timeout_s: float | None) -> Tensors:
+            sent.append((label, len(rows)))
+            await gate.wait()
+            return {"y": np.asarray(rows)}
+
+        return call
+
+    slots = CallSlots(1)
+    low = RowCoalescer(call_for("low"), max_rows=2, slots=slots, urgency=4)
+    urgent = RowCoalescer(call_for("urgent"), max_rows=2, slots=slots, urgency=1)
+    first = asyncio.ensure_future(low.submit(np.zeros((1, 1))))
+
+    async def first_sent() -> bool:
+        return bool(sent)
+
+    await until(first_sent, "the first call was not made")
+    queued = [asyncio.ensure_future(low.submit(np.zeros((1, 1)))) for _ in range(4)]
+    queued += [asyncio.ensure_future(urgent.submit(np.ones((1, 1)))) for _ in range(2)]
+    await asyncio.sleep(0)  # every submit has queued its rows
+    assert sent == [("low", 1)] and slots.used == 1
+    gate.set()
+    await asyncio.gather(first, *queued)
+    assert sent == [("low", 1), ("urgent", 2), ("low", 2), ("low", 2)]
+    assert slots.used == 0

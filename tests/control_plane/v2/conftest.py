@@ -6,7 +6,6 @@ tritonclient's calls run in a worker thread so that the loop keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,15 +16,13 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from conch_embedded.process import free_port
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn
-from tests.control_plane.waiting import until
+from tests.control_plane.served import served
 
 
 @dataclass(frozen=True)
@@ -78,18 +75,5 @@ async def iris(
 @pytest.fixture(scope="module")
 async def conch_address(app: FastAPI) -> AsyncIterator[str]:
     """host:port of the session's app, served by uvicorn in this loop."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        assert not serving.done(), "uvicorn stopped"
-        return server.started
-
-    await until(started, "uvicorn did not start")
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
+    async with served(app) as url:
+        yield url.removeprefix("http://")
