@@ -9,10 +9,13 @@ a read key restricted to no project, as the engine's metrics do.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi import Path as PathParam
+from starlette.routing import Match
+from starlette.types import Scope
 
 from control_plane.core.components import ComponentsDep
 from control_plane.core.openapi_errors import error_responses
@@ -25,8 +28,23 @@ from control_plane.jobs.schemas import (
 )
 from control_plane.keys.deps import GuardedRoute, PredictAnyKey, ReadGlobalKey
 
+_TASK_ID = re.compile(r"task_[0-9a-f]{24}")
+
+
+class _TaskRoute(GuardedRoute):
+    """A path whose `{task_id}` is no task id is not this route's: `DELETE .../queues`
+    answers 405 (only GET is there), not a 422 about the task id."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        task_id = child.get("path_params", {}).get("task_id") if match is not Match.NONE else None
+        if task_id is not None and not _TASK_ID.fullmatch(task_id):
+            return Match.NONE, {}
+        return match, child
+
+
 router = APIRouter(
-    prefix="/api/inference/predict/async", tags=["inference engine"], route_class=GuardedRoute
+    prefix="/api/inference/predict/async", tags=["inference engine"], route_class=_TaskRoute
 )
 
 TaskId = Annotated[
@@ -59,7 +77,7 @@ async def submit_async(
     return await service.submit(app, key, body, idempotency_key)
 
 
-# Declared before `/{task_id}`: its pattern would answer 422 for "queues".
+# Declared before `/{task_id}` (which, besides, takes only task ids: `_TaskRoute`).
 @router.get(
     "",
     response_model=listing.TaskList,
