@@ -21,13 +21,15 @@ send refused (the socket stays open). Client -> server, after authenticating:
 (its checks, bounds and rate limit).
 
 Results are read from Redis whenever the stream's Pub/Sub channel says some were
-stored (and every `_IDLE_READ_S` besides, which notices expiry): pushing never
-skips or repeats one, whichever replica stored it.
+stored (and every `_IDLE_READ_S` besides, which notices expiry), exactly as `GET
+.../results` reads them with an advancing cursor: none is pushed twice, whichever
+replica stored it (and, as there, send sequence ids in increasing order).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from typing import Any
@@ -35,7 +37,7 @@ from typing import Any
 import orjson
 import pydantic
 from redis.exceptions import RedisError
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from control_plane.core.components import Components
 from control_plane.core.errors import ConchError, RateLimitExceededError, error_body
@@ -53,6 +55,9 @@ _IDLE_READ_S = 1.0
 _PUSH_BATCH = 500
 _CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404, 429: 4429, 503: 1013}
 _MAX_REASON = 120  # bytes: a close frame's reason is at most 123
+# What sending to a client that already left raises (uvicorn's ClientDisconnected is
+# an OSError; Starlette refuses a send after the close with a RuntimeError).
+_CLIENT_GONE = (OSError, RuntimeError, WebSocketDisconnect)
 
 
 class _Refused(Exception):
@@ -88,8 +93,11 @@ class _Socket:
                 return str(message["text"])
 
     async def close(self, code: int, reason: str) -> None:
-        if self.websocket.application_state != WebSocketState.DISCONNECTED:
-            await self.websocket.close(code, reason.encode()[:_MAX_REASON].decode(errors="ignore"))
+        if self.websocket.application_state == WebSocketState.DISCONNECTED:
+            return
+        reason = reason.encode()[:_MAX_REASON].decode(errors="ignore")
+        with contextlib.suppress(*_CLIENT_GONE):  # the client left first: nothing to tell
+            await self.websocket.close(code, reason)
 
 
 async def _admit(components: Components, token: str | None) -> Principal:
@@ -167,6 +175,8 @@ async def serve(websocket: WebSocket, stream_id: str) -> None:
     if finished.cancelled():
         return
     failure = finished.exception()
+    if isinstance(failure, _CLIENT_GONE):
+        return
     if failure is not None:
         logger.error("stream socket %s failed", stream_id, exc_info=failure)
         await socket.close(1011, "internal error")

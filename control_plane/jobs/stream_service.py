@@ -4,19 +4,23 @@
   stream id is the caller's (`^[A-Za-z0-9_.-]{1,100}$`), scoped to its key:
   another key's stream of the same id is another stream. Omitted, one is
   generated. A key's own id that is still kept (open, or closed and not yet
-  expired) is a 409; beyond `stream_max_per_key` open streams, a 429.
+  expired) is a 409; beyond `stream_max_per_key` open streams, a 429; a
+  buffer_size above `stream_max_pending_rows` (it could never fill), a 400.
 - `send` takes one row (a list of feature values, or a record keyed by feature
   names; a lone value is a row of one) or a list of rows, the rows numbered
   consecutively from `sequence_id`. The rows are checked against the model's
   inputs at once (400 naming the feature, as `predict`); a sequence id the
   stream already has is a 409, and so is any send once the stream is closed;
-  beyond `stream_max_pending_rows` rows buffered or being predicted, a 429.
+  beyond `stream_max_pending_rows` rows buffered or being predicted, a 429 (a
+  send of more rows than that, a 400: it could never be taken).
 - `results` answers the results from `cursor` on in sequence order, contiguous:
   it stops before the first accepted sequence id still without a result, so the
   order holds whatever order batches finish in. `next_cursor` is one past the
   last answered (the caller passes it to the next read; nothing comes twice).
   Send sequence ids in increasing order: a row whose id lies below a cursor
-  already passed is not read again at that cursor.
+  already passed is not read again at that cursor. A stream keeps its newest
+  `stream_max_results` results: a reader that far behind skips the dropped ones
+  (whose ids a send may then use again).
 - `close` (DELETE) closes the stream to sends, flushes what is buffered and
   answers once its rows (and any still in flight) have results; results stay
   readable until the idle TTL. Closing again answers the same.
@@ -91,6 +95,13 @@ def stream_not_found(stream_id: str) -> NotFoundError:
 async def start(components: Components, key: Principal, body: StreamStartRequest) -> StreamStarted:
     store = store_of(components)
     handle = await visible_model(components, key, str(body.model_id))
+    if body.buffer_size > store.max_pending:
+        raise BadRequestError(
+            f"buffer_size {body.buffer_size} is above the {store.max_pending} rows a stream "
+            "may have pending (CONCH_STREAM_MAX_PENDING_ROWS)",
+            buffer_size=body.buffer_size,
+            limit=store.max_pending,
+        )
     stream_id = body.stream_id or new_stream_id()
     fields = {
         "project_id": "" if key.project_id is None else str(key.project_id),
@@ -184,9 +195,20 @@ async def send_to(
             sequence_id=body.sequence_id,
             rows=len(rows),
         )
+    if len(rows) > store.max_pending:  # never accepted: a 429 would be retried forever
+        raise BadRequestError(
+            f"{len(rows)} rows in one send; a stream may have {store.max_pending} pending",
+            rows=len(rows),
+            limit=store.max_pending,
+        )
     catalog = components.get(ModelCatalog)
     handle = await catalog.get(components.get(async_sessionmaker), int(session["model_id"]))
-    input_tensors(handle, rows, max_rows=MAX_ROWS)  # 400 now, not a failed result later
+    try:
+        input_tensors(handle, rows, max_rows=MAX_ROWS)  # 400 now, not a failed result later
+    except BadRequestError as exc:
+        if isinstance(exc.details.get("row"), int):
+            exc.details["sequence_id"] = body.sequence_id + exc.details["row"]
+        raise
     with redis_answers():
         sent = await store.send(session, body.sequence_id, rows)
     if sent.outcome == "gone":

@@ -202,17 +202,11 @@ class StreamStore:
     async def send(self, session: Mapping[str, str], first: int, rows: Sequence[Any]) -> Sent:
         sid = stream_sid(session["key_id"], session["stream_id"])
         token = secrets.token_hex(8)
-        keys = self.keys
+        k = self.keys
         answer = await self._send(
             keys=[
-                keys.session(sid),
-                keys.rows(sid),
-                keys.seqs(sid),
-                keys.results(sid),
-                keys.owned(session["key_id"]),
-                keys.due(),
-                keys.batch(sid, token),
-                keys.claims(),
+                *(k.session(sid), k.rows(sid), k.seqs(sid), k.results(sid)),
+                *(k.owned(session["key_id"]), k.due(), k.batch(sid, token), k.claims()),
             ],
             args=[
                 _now_ms(),
@@ -242,15 +236,9 @@ class StreamStore:
 
     async def take_due(self, sid: str) -> Batch | None:
         token = secrets.token_hex(8)
-        keys = self.keys
+        k = self.keys
         flat = await self._take_due(
-            keys=[
-                keys.session(sid),
-                keys.rows(sid),
-                keys.batch(sid, token),
-                keys.claims(),
-                keys.due(),
-            ],
+            keys=[k.session(sid), k.rows(sid), k.batch(sid, token), k.claims(), k.due()],
             args=[sid, f"{sid}|{token}", self._claim_until(), self.idle_ttl_s, _now_ms()],
         )
         return _batch(sid, token, flat)
@@ -258,17 +246,17 @@ class StreamStore:
     async def store(self, batch: Batch, results: Mapping[int, dict[str, Any]]) -> bool:
         """Record a batch's results; False when it was taken back meanwhile (its
         replica took too long: another flushes it) or the stream expired."""
-        keys, sid = self.keys, batch.sid
+        k, sid = self.keys, batch.sid
         pairs = [item for seq, result in results.items() for item in (seq, orjson.dumps(result))]
         stored = await self._store(
             keys=[
-                keys.session(sid),
-                keys.batch(sid, batch.token),
-                keys.results(sid),
-                keys.seqs(sid),
-                keys.claims(),
+                k.session(sid),
+                k.batch(sid, batch.token),
+                k.results(sid),
+                k.seqs(sid),
+                k.claims(),
             ],
-            args=[batch.claim, self.max_results, keys.channel(sid), *pairs],
+            args=[batch.claim, self.max_results, k.channel(sid), *pairs],
         )
         return bool(stored)
 
@@ -279,15 +267,9 @@ class StreamStore:
     async def reclaim(self, claim: str) -> int:
         """Put a batch whose replica stopped before storing it back in its buffer."""
         sid, _, token = claim.rpartition("|")
-        keys = self.keys
+        k = self.keys
         returned = await self._reclaim(
-            keys=[
-                keys.session(sid),
-                keys.batch(sid, token),
-                keys.rows(sid),
-                keys.due(),
-                keys.claims(),
-            ],
+            keys=[k.session(sid), k.batch(sid, token), k.rows(sid), k.due(), k.claims()],
             args=[claim, _now_ms(), sid],
         )
         return int(returned)
@@ -296,24 +278,15 @@ class StreamStore:
         """ "closed" (with what was still buffered, to flush now), "already" or "gone"."""
         sid = stream_sid(session["key_id"], session["stream_id"])
         token = secrets.token_hex(8)
-        keys = self.keys
+        k = self.keys
         answer = await self._close(
             keys=[
-                keys.session(sid),
-                keys.rows(sid),
-                keys.batch(sid, token),
-                keys.claims(),
-                keys.due(),
-                keys.owned(session["key_id"]),
+                *(k.session(sid), k.rows(sid), k.batch(sid, token), k.claims(), k.due()),
+                k.owned(session["key_id"]),
             ],
             args=[
-                sid,
-                f"{sid}|{token}",
-                self._claim_until(),
-                self.idle_ttl_s,
-                now_iso(),
-                session["stream_id"],
-                keys.channel(sid),
+                *(sid, f"{sid}|{token}", self._claim_until(), self.idle_ttl_s, now_iso()),
+                *(session["stream_id"], k.channel(sid)),
             ],
         )
         outcome = _text(answer[0])
@@ -325,23 +298,16 @@ class StreamStore:
         """Results from `cursor` on, in sequence order and contiguous; None once the
         stream expired."""
         sid = stream_sid(session["key_id"], session["stream_id"])
-        keys = self.keys
+        k = self.keys
         answer = await self._read(
             keys=[
-                keys.session(sid),
-                keys.rows(sid),
-                keys.seqs(sid),
-                keys.results(sid),
-                keys.owned(session["key_id"]),
+                k.session(sid),
+                k.rows(sid),
+                k.seqs(sid),
+                k.results(sid),
+                k.owned(session["key_id"]),
             ],
-            args=[
-                cursor,
-                limit,
-                self.idle_ttl_s,
-                _now_ms(),
-                session["stream_id"],
-                "1" if touch else "0",
-            ],
+            args=[cursor, limit, self.idle_ttl_s, _now_ms(), session["stream_id"], int(touch)],
         )
         if answer is None:
             return None

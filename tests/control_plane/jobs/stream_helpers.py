@@ -22,6 +22,7 @@ from tests.control_plane.engine_api.tabular_model import export_regressor, predi
 from tests.control_plane.waiting import until
 
 STREAM = "/api/inference/stream"
+NEVER_MS = 60_000  # a batch_timeout_ms no test waits for: only size or close flushes
 ERROR_FIELDS = {"error", "message", "details", "timestamp", "request_id"}
 # Ten rows of the regressor's ten features, all different.
 ROWS = [[0.01 * (i + j) for i in range(10)] for j in range(10)]

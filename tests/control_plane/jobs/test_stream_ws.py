@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from control_plane.core.settings import Settings
 from tests.control_plane.conftest import make_key
 from tests.control_plane.jobs.stream_helpers import (
+    NEVER_MS,
     ROWS,
     STREAM,
     key_id_of,
@@ -30,8 +31,6 @@ from tests.control_plane.jobs.stream_helpers import (
     start,
 )
 from tests.control_plane.waiting import DEADLINE_S
-
-NEVER_MS = 60_000
 
 
 @pytest.fixture(scope="module")
