@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.errors import AuthenticationError
 from control_plane.core.settings import default
+from control_plane.core.single_flight import SingleFlight
 from control_plane.db.base import utcnow
 from control_plane.db.models import ApiKey
 from control_plane.events.schemas import KeyRevoked
@@ -52,6 +53,8 @@ class KeyVerifier:
         # last_used_at is bookkeeping: one write per key per replica per interval.
         self._last_used_interval = last_used_interval_s
         self._background: set[asyncio.Task[None]] = set()
+        # One SQL lookup per digest at a time, however many requests miss together.
+        self._flights: SingleFlight[str, Principal] = SingleFlight()
 
     async def verify(
         self, sessionmaker: async_sessionmaker[AsyncSession], token: str | None
@@ -64,10 +67,9 @@ class KeyVerifier:
         trusted = self._events_current()
         principal = self._cached(digest) if trusted else None
         if principal is None:
-            async with sessionmaker() as session:
-                principal = await self._load(session, digest)
-            if trusted:
-                self._store(digest, principal)
+            principal = await self._flights.load(
+                digest, lambda: self._load_and_store(sessionmaker, digest, trusted)
+            )
         if principal.expires_at is not None and principal.expires_at <= utcnow():
             raise AuthenticationError("API key expired")
         self._touch(sessionmaker, principal.key_id)
@@ -87,6 +89,15 @@ class KeyVerifier:
         self._cache[digest] = (principal, time.monotonic())
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
+
+    async def _load_and_store(
+        self, sessionmaker: async_sessionmaker[AsyncSession], digest: str, trusted: bool
+    ) -> Principal:
+        async with sessionmaker() as session:
+            principal = await self._load(session, digest)
+        if trusted:
+            self._store(digest, principal)
+        return principal
 
     async def _load(self, session: AsyncSession, digest: str) -> Principal:
         row = await session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
@@ -129,11 +140,13 @@ class KeyVerifier:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     def forget(self, key_id: int) -> None:
+        self._flights.detach()  # a lookup already running may predate the revocation
         for digest in [d for d, (p, _) in self._cache.items() if p.key_id == key_id]:
             del self._cache[digest]
 
     def clear(self) -> None:
         """Drop every cached verification (after missing events, revocations may hide)."""
+        self._flights.detach()
         self._cache.clear()
 
     async def on_key_revoked(self, event: KeyRevoked) -> None:

@@ -34,6 +34,7 @@ from conch_manifest.schema import Manifest
 from control_plane.core.errors import ModelLoadError, ModelNotFoundError, model_not_found
 from control_plane.core.request_id import current_request_id
 from control_plane.core.settings import default
+from control_plane.core.single_flight import SingleFlight
 from control_plane.core.types import MAX_ID
 from control_plane.db.models import Model
 from control_plane.events.schemas import ModelDeleted, ModelTrained
@@ -66,17 +67,26 @@ class ModelCatalog:
         # Bumped by every invalidation: a lookup that overlapped one may have read a
         # model just deleted, so its answer is used once but not cached.
         self._generation = 0
+        self._model_flights: SingleFlight[int, ModelHandle] = SingleFlight()
+        self._name_flights: SingleFlight[str, tuple[int, ...]] = SingleFlight()
 
     async def get(self, sessionmaker: Sessionmaker, model_id: int) -> ModelHandle:
-        """A fresh hit touches no database; otherwise one short session asks SQL."""
+        """A fresh hit touches no database; otherwise one short session asks SQL
+        (one at a time per model, however many requests miss together)."""
         trusted = self._events_current()
         entry = self._entries.get(model_id)
-        cached: ModelHandle | None = None
-        if entry is not None:
-            cached, verified_at = entry
-            if trusted and time.monotonic() - verified_at < self._ttl:
-                self._entries.move_to_end(model_id)
-                return cached
+        if entry is not None and trusted and time.monotonic() - entry[1] < self._ttl:
+            self._entries.move_to_end(model_id)
+            return entry[0]
+        return await self._model_flights.load(
+            model_id, lambda: self._verify(sessionmaker, model_id, trusted)
+        )
+
+    async def _verify(
+        self, sessionmaker: Sessionmaker, model_id: int, trusted: bool
+    ) -> ModelHandle:
+        entry = self._entries.get(model_id)
+        cached = None if entry is None else entry[0]
         generation = self._generation
         async with sessionmaker() as session:
             model = await session.get(Model, model_id)
@@ -114,6 +124,11 @@ class ModelCatalog:
         if entry is not None and trusted and time.monotonic() - entry[1] < self._ttl:
             self._names.move_to_end(ref)
             return entry[0]
+        return await self._name_flights.load(ref, lambda: self._look_up(sessionmaker, ref, trusted))
+
+    async def _look_up(
+        self, sessionmaker: Sessionmaker, ref: str, trusted: bool
+    ) -> tuple[int, ...]:
         generation = self._generation
         async with sessionmaker() as session:
             found = await session.scalars(
@@ -135,14 +150,14 @@ class ModelCatalog:
             table.popitem(last=False)
 
     def forget(self, model_id: int) -> None:
-        self._generation += 1
+        self._bump()
         self._entries.pop(model_id, None)
         for name in [name for name, (ids, _) in self._names.items() if model_id in ids]:
             del self._names[name]
 
     def invalidate(self) -> None:
         """After missing events (a resubscription): every entry asks SQL on its next hit."""
-        self._generation += 1
+        self._bump()
         for model_id, (handle, _) in list(self._entries.items()):
             self._entries[model_id] = (handle, -math.inf)
         self._names.clear()
@@ -152,8 +167,14 @@ class ModelCatalog:
 
     async def on_model_registered(self, event: ModelTrained) -> None:
         """A new model may be the newest of a name already cached."""
-        self._generation += 1
+        self._bump()
         self._names.clear()
+
+    def _bump(self) -> None:
+        """An invalidation: lookups already running may predate it, later ones don't join them."""
+        self._generation += 1
+        self._model_flights.detach()
+        self._name_flights.detach()
 
     async def _manifest(self, model: Model) -> Manifest:
         try:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.core.settings import default
+from control_plane.core.single_flight import SingleFlight
 from control_plane.events.schemas import ModelDeleted, ModelTrained, SlotChanged
 from control_plane.routing.repository import get_project, project_model_ids, project_slots
 
@@ -59,6 +60,7 @@ class RoutingCache:
         # Bumped by every invalidation: a load that overlapped one may have read the
         # old slots, so its result is used once but not cached.
         self._generation = 0
+        self._flights: SingleFlight[int, ProjectRoutes] = SingleFlight()
 
     async def routes(
         self, sessionmaker: async_sessionmaker[AsyncSession], project_id: int
@@ -67,6 +69,14 @@ class RoutingCache:
         entry = self._entries.get(project_id) if trusted else None
         if entry is not None and time.monotonic() - entry[1] < self._ttl:
             return entry[0]
+        # One SQL read per project at a time, however many requests miss together.
+        return await self._flights.load(
+            project_id, lambda: self._load(sessionmaker, project_id, trusted)
+        )
+
+    async def _load(
+        self, sessionmaker: async_sessionmaker[AsyncSession], project_id: int, trusted: bool
+    ) -> ProjectRoutes:
         generation = self._generation
         async with sessionmaker() as session:
             project = await get_project(session, project_id)
@@ -87,6 +97,7 @@ class RoutingCache:
 
     def invalidate(self, project_id: int | None = None) -> None:
         self._generation += 1
+        self._flights.detach(project_id)
         if project_id is None:
             self._entries.clear()
         else:
