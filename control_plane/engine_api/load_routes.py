@@ -24,7 +24,7 @@ from control_plane.core.settings import Settings
 from control_plane.events.bus import EventBus
 from control_plane.imports.schemas import ImportJobRead, ModelLoadRequest, ModelLoadResponse
 from control_plane.imports.service import ModelImports
-from control_plane.keys.deps import GuardedRoute, WriteGlobalKey
+from control_plane.keys.deps import GuardedRoute, WriteGlobalKey, route_matching
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.manifests.store import ManifestStore
 
@@ -56,7 +56,8 @@ router = APIRouter(
 )
 
 ImportsDep = Annotated[ModelImports, Depends(provided(ModelImports))]
-JobIdPath = Annotated[str, Path(min_length=1, max_length=64, description="id of the import job")]
+JOB_ID = r"[0-9a-f]{32}"  # uuid4().hex, as ModelImports.start names a job
+JobIdPath = Annotated[str, Path(pattern=f"^{JOB_ID}$", description="id of the import job")]
 
 
 @router.post(
@@ -80,10 +81,17 @@ async def load_model(
     return OrjsonResponse(job.read().model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
 
 
-@router.get("/load/{job_id}", responses=error_responses(404))
+# Only job ids: a model named "load" keeps its own `GET models/load/info`.
+jobs_router = APIRouter(route_class=route_matching("job_id", JOB_ID))
+
+
+@jobs_router.get("/load/{job_id}", responses=error_responses(404))
 async def read_import_job(
     job_id: JobIdPath, _: WriteGlobalKey, imports: ImportsDep
 ) -> ImportJobRead:
     """The job's state; `result` once loaded, `error` (the synchronous answer's body) once
     failed. Jobs live in the memory of the replica that took the import."""
     return imports.get(job_id).read()
+
+
+router.include_router(jobs_router)

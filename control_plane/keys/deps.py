@@ -12,6 +12,7 @@ limit -> 429, lacking the scope -> 403, a resource outside the key's project ->
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Annotated, Any, get_args
 
@@ -19,6 +20,8 @@ from fastapi import Depends, Request, Response, params
 from fastapi.dependencies.utils import get_typed_signature
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.routing import Match
+from starlette.types import Scope
 
 from control_plane.core.components import components_of
 from control_plane.core.errors import RateLimitExceededError, UnsupportedMediaTypeError
@@ -126,6 +129,23 @@ class GuardedRoute(APIRoute):
             return await handler(request)
 
         return guarded
+
+
+def route_matching(param: str, pattern: str) -> type[GuardedRoute]:
+    """A GuardedRoute that is no match where path parameter `param` is not `pattern`:
+    the request goes on to the routes after it (`GET models/load/info` is the info of
+    a model named "load", not an import job "info")."""
+    shape = re.compile(pattern)
+
+    class MatchingRoute(GuardedRoute):
+        def matches(self, scope: Scope) -> tuple[Match, Scope]:
+            match, child = super().matches(scope)
+            value = child.get("path_params", {}).get(param) if match is not Match.NONE else None
+            if value is not None and not shape.fullmatch(value):
+                return Match.NONE, {}
+            return match, child
+
+    return MatchingRoute
 
 
 Public = Depends(PUBLIC)

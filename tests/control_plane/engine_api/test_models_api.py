@@ -308,3 +308,17 @@ async def test_a_reference_longer_than_any_name_is_422(
     response = await client.get(f"{API}/{'x' * 201}/info", headers=_headers(world.admin))
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "ValidationError"
+
+
+async def test_a_model_named_load_is_not_taken_for_an_import_job(
+    client: httpx.AsyncClient, admin_key: str, model_repository: Path
+) -> None:
+    triton_name = f"cptest_named_load_{uuid.uuid4().hex[:6]}"
+    _write(model_repository, triton_name, 34, "load")
+    model_id = await _register(client, admin_key, triton_name, None)
+    headers = {"X-API-Key": admin_key}
+    info = await client.get(f"{API}/load/info", headers=headers)
+    assert info.status_code == 200, info.text
+    assert info.json()["model_id"] == model_id
+    job = await client.get(f"{API}/load/{uuid.uuid4().hex}", headers=headers)
+    assert job.status_code == 404 and "import job" in job.json()["message"]
