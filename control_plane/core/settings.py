@@ -319,6 +319,9 @@ class Settings(BaseSettings):
     import_jobs_remembered: int = Field(
         256, ge=1, description="finished import jobs kept for polling (oldest dropped)"
     )
+    import_job_ttl_s: int = Field(
+        86_400, ge=1, description="how long any replica can read an import job after it ran"
+    )
 
     # --- async tasks: `POST /api/inference/predict/async`, durable in Redis Streams ---
     task_workers: int = Field(

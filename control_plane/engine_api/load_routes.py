@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Path, status
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from control_plane.core.components import Components, SettingsDep, provided
@@ -22,6 +23,7 @@ from control_plane.core.openapi_errors import ErrorBody, error_responses
 from control_plane.core.responses import OrjsonResponse
 from control_plane.core.settings import Settings
 from control_plane.events.bus import EventBus
+from control_plane.imports.job_store import SharedImportJobs
 from control_plane.imports.schemas import ImportJobRead, ModelLoadRequest, ModelLoadResponse
 from control_plane.imports.service import ModelImports
 from control_plane.keys.deps import GuardedRoute, WriteGlobalKey, route_matching
@@ -34,12 +36,17 @@ async def _imports_lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Runs inside the app's lifespan (FastAPI nests an included router's), so the
     # components it needs exist; exports under way are stopped before they go.
     components: Components = app.state.components
+    settings = components.get(Settings)
+    redis = components.find(Redis)
     imports = ModelImports(
-        components.get(Settings),
+        settings,
         components.get(async_sessionmaker),
         components.get(EventBus),
         components.get(ManifestStore),
         components.get(ModelLifecycle),
+        None
+        if redis is None
+        else SharedImportJobs(redis, settings.deployment_id, settings.import_job_ttl_s),
     )
     components.add(ModelImports, imports)
     try:
@@ -90,8 +97,8 @@ async def read_import_job(
     job_id: JobIdPath, _: WriteGlobalKey, imports: ImportsDep
 ) -> ImportJobRead:
     """The job's state; `result` once loaded, `error` (the synchronous answer's body) once
-    failed. Jobs live in the memory of the replica that took the import."""
-    return imports.get(job_id).read()
+    failed. Any replica answers (with Redis; else the one that took the import)."""
+    return await imports.read(job_id)
 
 
 router.include_router(jobs_router)

@@ -3,9 +3,9 @@
 One import is a job: admitted synchronously (the import directory, the path, the
 type and the pickle rule answer 403/404/422 before anything runs), then run as a
 task that the request awaits for `CONCH_IMPORT_WAIT_S`; past that the caller gets
-202 and polls the job. The job table is in this process's memory (a poll must
-reach the replica that took the import; a restart forgets its jobs, and cancels
-the exports under way).
+202 and polls the job. The replica that took the import runs it and keeps the job
+in memory; with Redis, a copy lets every replica answer the poll (job_store.py).
+A restart cancels the exports under way.
 
 Nothing is left half-done: the exporter publishes atomically or not at all; when
 the registration or the load fails afterwards, the SQL row is deleted, the model
@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,6 +45,7 @@ from control_plane.db.audit import audit
 from control_plane.db.models import Model
 from control_plane.events.bus import EventBus, take_pending
 from control_plane.imports import paths
+from control_plane.imports.job_store import HEARTBEAT_S, SharedImportJobs
 from control_plane.imports.runner import ExportTimeoutError, run_exporter
 from control_plane.imports.schemas import (
     ImportFailure,
@@ -84,6 +86,7 @@ class ImportJob:
     result: ModelLoadResponse | None = None
     error: ConchError | None = None
     task: asyncio.Task[ModelLoadResponse] | None = None
+    copier: asyncio.Task[None] | None = None  # keeps the Redis copy current (job_store.py)
     workdir: Path | None = None  # the private copy's directory, named in exporter messages
 
     def read(self) -> ImportJobRead:
@@ -117,8 +120,10 @@ class ModelImports:
         events: EventBus,
         manifests: ManifestStore,
         lifecycle: ModelLifecycle,
+        shared: SharedImportJobs | None = None,
     ) -> None:
         self.settings = settings
+        self.shared = shared  # None without Redis: one replica, its memory is enough
         self.sessionmaker = sessionmaker
         self.events = events
         self.manifests = manifests
@@ -164,7 +169,20 @@ class ModelImports:
         self._forget_old()
         job.task = asyncio.create_task(self._run(job), name=f"conch-import-{job.id}")
         job.task.add_done_callback(lambda done: _retrieve(done))
+        if self.shared is not None:
+            job.copier = asyncio.create_task(self._copy_while_running(job, self.shared))
         return job
+
+    async def _copy_while_running(self, job: ImportJob, shared: SharedImportJobs) -> None:
+        assert job.task is not None
+        while True:
+            try:
+                await shared.publish(job.read())
+            except RedisError as exc:  # the poll on this replica still answers
+                logger.warning("could not copy import job %s to Redis: %s", job.id, exc)
+            if job.task.done():
+                return
+            await asyncio.wait({job.task}, timeout=HEARTBEAT_S)
 
     async def wait(self, job: ImportJob, wait_s: float) -> ModelLoadResponse | None:
         """The result within `wait_s`, its error raised, or None while it still runs."""
@@ -174,11 +192,16 @@ class ModelImports:
             return None
         return job.task.result()  # raises the job's ConchError
 
-    def get(self, job_id: str) -> ImportJob:
+    async def read(self, job_id: str) -> ImportJobRead:
+        """The job's state, from this replica's memory or from the copy of the one
+        running it."""
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is not None:
+            return job.read()
+        copied = None if self.shared is None else await self.shared.read(job_id)
+        if copied is None:
             raise NotFoundError(f"import job {job_id[:64]!r} not found", job_id=job_id[:64])
-        return job
+        return copied
 
     def _forget_old(self) -> None:
         finished = [j for j in self.jobs.values() if j.finished_at is not None]
@@ -186,7 +209,7 @@ class ModelImports:
             del self.jobs[job.id]
 
     async def close(self) -> None:
-        tasks = [job.task for job in self.jobs.values() if job.task is not None]
+        tasks = [t for job in self.jobs.values() for t in (job.task, job.copier) if t is not None]
         for task in tasks:
             task.cancel()  # each stops its exporter child (runner.py)
         for task in tasks:

@@ -10,13 +10,17 @@ tests that must succeed or fail inside the exporter pay for one.
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import joblib
 import numpy as np
 import onnx
+import orjson
 import pytest
 from fastapi import FastAPI
 from numpy.typing import NDArray
@@ -29,6 +33,9 @@ from control_plane.app import create_app
 from control_plane.core.errors import ModelLoadError
 from control_plane.core.settings import Settings
 from control_plane.db.models import Model
+from control_plane.imports.job_store import STALE_AFTER_S
+from control_plane.imports.schemas import ImportJobRead
+from control_plane.imports.service import ModelImports
 from control_plane.lifecycle.manager import ModelLifecycle
 from tests.control_plane.conftest import make_key, state_of
 from tests.control_plane.waiting import until
@@ -449,3 +456,59 @@ async def test_an_export_past_its_time_is_stopped_and_leaves_nothing(
     assert "did not finish within 1 s" in response.json()["message"]
     assert repository_entries(model_repository) == before  # SIGTERM unwound the staging
     assert await models_named(import_app, "overdue") == 0
+
+
+async def test_any_replica_answers_the_poll_of_a_long_import(
+    http: httpx.AsyncClient,
+    writer: dict[str, str],
+    import_dir: Path,
+    import_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second app on the same SQL and Redis stands for the replica a load balancer
+    sends the poll to."""
+    monkeypatch.setattr(import_settings, "import_wait_s", 0.01)
+    write_linear_onnx(import_dir / "elsewhere.onnx", bias=4.0)
+    response = await http.post(
+        LOAD, json={"model_path": "elsewhere.onnx", "model_type": "onnx"}, headers=writer
+    )
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    other = create_app(import_settings, migrate=False)
+    async with (
+        other.router.lifespan_context(other),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://b") as b,
+    ):
+
+        async def loaded_elsewhere() -> bool:
+            polled = await b.get(f"{LOAD}/{job_id}", headers=writer)
+            assert polled.status_code == 200, polled.text
+            assert polled.json()["status"] != "failed", polled.text
+            return bool(polled.json()["status"] == "loaded")
+
+        await until(loaded_elsewhere, "the other replica never saw the import finish")
+        seen = (await b.get(f"{LOAD}/{job_id}", headers=writer)).json()
+        assert seen == (await http.get(f"{LOAD}/{job_id}", headers=writer)).json()
+
+
+async def test_a_job_whose_replica_stopped_reads_as_failed(
+    import_app: FastAPI, http: httpx.AsyncClient, writer: dict[str, str]
+) -> None:
+    shared = import_app.state.components.get(ModelImports).shared
+    assert shared is not None
+    job_id = uuid.uuid4().hex
+    abandoned = ImportJobRead(
+        job_id=job_id, status="exporting", model_path="gone.onnx", model_type="onnx",
+        name="gone", created_at=datetime.now(UTC),
+    )  # fmt: skip
+    await shared.publish(abandoned)
+    polled = await http.get(f"{LOAD}/{job_id}", headers=writer)
+    assert polled.json()["status"] == "exporting"  # its replica may still be at it
+    stale = time.time() - STALE_AFTER_S - 1
+    key = f"conch:{import_app.state.components.get(Settings).deployment_id}:imports:{job_id}"
+    copy = {"job": abandoned.model_dump(mode="json"), "seen_at": stale}
+    await shared.redis.set(key, orjson.dumps(copy))
+    failed = (await http.get(f"{LOAD}/{job_id}", headers=writer)).json()
+    assert failed["status"] == "failed", failed
+    assert failed["error"]["error"] == "ImportInterruptedError"
+    assert failed["error"]["details"] == {"last_status": "exporting"}
