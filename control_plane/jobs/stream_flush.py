@@ -18,6 +18,7 @@ its result, so results stay in sequence order and none is left waiting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 _TAKES_PER_POLL = 64  # due streams taken per poll; the rest on the next one
 # Claims last stream_flush_claim_after_s (30 s by default): looking once a second is plenty.
 _CLAIMS_EVERY_S = 1.0
+# With nothing due soon: a buffer filled on another replica (whose own flusher takes
+# it) is looked at by this one at least this often, should that replica stop.
+_IDLE_POLL_S = 1.0
 
 
 def row_results(payload: Payload, seqs: list[int], seconds: float) -> dict[int, dict[str, Any]]:
@@ -76,6 +80,7 @@ class StreamFlusher:
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
         self._flushes: set[asyncio.Task[None]] = set()
+        self._woken = asyncio.Event()
 
     def start(self) -> None:
         if self._loop is None:
@@ -106,9 +111,14 @@ class StreamFlusher:
         # The flag too: a cancel can be lost inside the Redis client (seen in the tests:
         # the loop polled on after stop() had cancelled it).
         claims_at = time.monotonic()
+        wait_s = self._poll_s
         while not self._stopping:
-            await asyncio.sleep(self._poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), timeout=wait_s)
+            self._woken.clear()
+            wait_s = _IDLE_POLL_S
             try:
+                wait_s = await self._until_next_due()
                 for sid in await self.store.due(_TAKES_PER_POLL):
                     batch = await self.store.take_due(sid)
                     if batch is None:
@@ -126,6 +136,19 @@ class StreamFlusher:
                 raise
             except Exception as exc:  # Redis away: the next poll tries again
                 logger.warning("polling streams to flush failed: %s", exc)
+
+    def wake(self) -> None:
+        """Rows were buffered here: look again for when the next buffer falls due."""
+        self._woken.set()
+
+    async def _until_next_due(self) -> float:
+        """Seconds to the earliest due buffer of any replica's streams, at least one
+        poll and at most `_IDLE_POLL_S`: an idle replica asks Redis once a second, not
+        every `poll_s`."""
+        due_ms = await self.store.next_due_ms()
+        if due_ms is None:
+            return _IDLE_POLL_S
+        return min(max(due_ms / 1000 - time.time(), self._poll_s), _IDLE_POLL_S)
 
     async def flush(self, batch: Batch, session: Mapping[str, str]) -> None:
         try:

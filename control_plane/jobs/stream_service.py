@@ -229,8 +229,11 @@ async def send_to(
             limit=store.max_pending,
             pending=sent.pending,
         )
+    flusher = components.get(StreamFlusher)
     if sent.batch is not None:
-        components.get(StreamFlusher).launch(sent.batch, session)
+        flusher.launch(sent.batch, session)
+    else:
+        flusher.wake()  # rows wait in the buffer: the flusher learns when they fall due
     return StreamSent(
         stream_id=stream_id,
         sequence_id=body.sequence_id,

@@ -234,6 +234,11 @@ class StreamStore:
         due = await self.redis.zrangebyscore(self.keys.due(), "-inf", _now_ms(), 0, limit)
         return [_text(sid) for sid in due]
 
+    async def next_due_ms(self) -> float | None:
+        """When the earliest buffered row of any stream falls due (ms since the epoch)."""
+        first = await self.redis.zrange(self.keys.due(), 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
     async def take_due(self, sid: str) -> Batch | None:
         token = secrets.token_hex(8)
         k = self.keys
