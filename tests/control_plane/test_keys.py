@@ -26,6 +26,13 @@ def test_token_format_and_checksum() -> None:
     flipped = token[:10] + ("A" if token[10] != "A" else "B") + token[11:]
     assert not tokens.is_well_formed(flipped)
     assert not tokens.is_well_formed("rctm_" + token[5:])
+    for wrong in (
+        token + "a",
+        token[:-1],
+        token[:12] + "-" + token[13:],
+        token[:12] + "é" + token[13:],
+    ):
+        assert not tokens.is_well_formed(wrong), wrong  # length, alphabet (ASCII only)
     assert tokens.hash_token("s", token) != tokens.hash_token("t", token)
 
 
