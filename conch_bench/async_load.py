@@ -1,11 +1,12 @@
-"""The async-task client: users that submit a task, poll it until completed, repeat.
+"""The async-task client: users that submit a task, wait for it with a waiting poll
+(`GET .../{task_id}?wait_ms=`: one poll per task unless it outlasts the wait), repeat.
 
 The async door's counterpart of loadgen.py's closed loop (async_pass.py says
 what it measures and why): `in_flight` users split over spawned client
 processes, each an asyncio loop with aiohttp keep-alive connections, starting
 from a shared wall-clock instant (the users joining over the warm-up). A task
-counts when a poll sees it
-completed inside the window, whenever it was submitted. After the window each
+counts when a poll sees it completed inside the window, whenever it was
+submitted. After the window each
 user still finishes the task it holds, so the next measurement starts on an
 empty queue. Each process reports its CPU use over the window.
 """
@@ -30,7 +31,7 @@ from conch_bench.loadgen import collect_messages, split
 from conch_bench.stats import RunSummary, WorkerResult, summarize
 from conch_bench.targets import RestTarget
 
-POLL_S = 0.001  # the shortest wait between two polls of one task
+WAIT_MS = 10_000  # what a poll asks the server to wait for the task, at most
 TASK_DEADLINE_S = 60.0  # a task not completed by then is an error
 _MAX_ERROR_MESSAGES = 5
 
@@ -99,27 +100,17 @@ async def _sleep_until(t: float) -> None:
         await asyncio.sleep(rest)
 
 
-async def _one_task(
-    session: Any, url: str, body: bytes, expected_s: float | None
-) -> tuple[Any, int, float]:
-    """Submit, then poll until completed: the task's view, the GETs it took and when
-    the submit was answered.
-
-    `expected_s`: how long after the submit's answer the task should complete. The
-    first poll comes after half of that, then every quarter of it or of the time
-    waited so far, whichever is longer (a wrong guess costs a few polls, not a poll
-    storm), at most every POLL_S. Without a guess (the process's first tasks), from
-    POLL_S on: the answer's `estimated_completion` is no guess to go by on a young
-    queue (it divides by a full minute of history)."""
+async def _one_task(session: Any, url: str, body: bytes) -> tuple[Any, int, float]:
+    """Submit, then poll with `wait_ms` until completed: the task's view, the GETs it
+    took and when the submit was answered. The server answers a waiting poll as soon
+    as the task finishes, so a second poll is needed only past WAIT_MS."""
     async with session.post(url, data=body) as response:
         payload = await response.read()
         if response.status != 202:
             text = payload[:200].decode(errors="replace")
             raise DoorError(f"submit: HTTP {response.status}: {text}")
     answered = time.perf_counter()
-    expected = POLL_S if expected_s is None else expected_s
-    poll_url = f"{url}/{orjson.loads(payload)['task_id']}"
-    await asyncio.sleep(max(POLL_S, expected / 2))
+    poll_url = f"{url}/{orjson.loads(payload)['task_id']}?wait_ms={WAIT_MS}"
     polls = 0
     while True:
         async with session.get(poll_url) as response:
@@ -133,42 +124,23 @@ async def _one_task(
             return task, polls, answered
         if task["status"] in ("failed", "cancelled"):
             raise TaskFailed(f"task {task['status']}: {task.get('error')}")
-        waited = time.perf_counter() - answered
-        if waited > TASK_DEADLINE_S:
+        if time.perf_counter() - answered > TASK_DEADLINE_S:
             raise TaskFailed(f"task still {task['status']} after {TASK_DEADLINE_S:.0f}s")
-        await asyncio.sleep(max(POLL_S, expected / 4, waited / 4))
 
 
-class _Pace:
-    """How long this process's tasks ran on after their submit was answered, by their
-    own timestamps (not by when a poll saw them: polling delay must not feed back);
-    shared by its users, so that each learns from every task, its first one too."""
-
-    def __init__(self) -> None:
-        self.expected: float | None = None
-
-    def saw(self, left_s: float) -> None:
-        previous = self.expected
-        self.expected = left_s if previous is None else 0.9 * previous + 0.1 * left_s
-
-
-async def _user(session: Any, load: TaskLoad, rec: _Recorder, pace: _Pace, start: float) -> None:
+async def _user(session: Any, load: TaskLoad, rec: _Recorder, start: float) -> None:
     await _sleep_until(start)
     bodies = itertools.cycle(load.submit.bodies)
     while (sent := time.perf_counter()) < rec.t_end:
         try:
-            task, polls, answered = await _one_task(
-                session, load.submit.url, next(bodies), pace.expected
-            )
+            task, polls, _ = await _one_task(session, load.submit.url, next(bodies))
         except Exception as exc:  # every failure is a measured error, never a crash
             rec.error(exc)
             continue
         done = time.perf_counter()
-        took = queue_seconds(task)
-        pace.saw(max(0.0, took - (answered - sent)))
         if rec.inside(done):
             rec.samples.seen_s.append(done - sent)
-            rec.samples.queue_s.append(took)
+            rec.samples.queue_s.append(queue_seconds(task))
             rec.samples.polls += polls
 
 
@@ -196,11 +168,9 @@ async def _run_share(
                 cpu.append(time.process_time())
 
         probe = asyncio.create_task(cpu_probe())
-        # Users join one by one over the warm-up: the queue fills gradually and the
-        # pace is learnt on the way, instead of a first wave that nobody can pace.
-        pace = _Pace()
+        # Users join one by one over the warm-up: the queue fills gradually.
         starts = (t_start + load.warmup_s * i / users for i in range(users))
-        await asyncio.gather(*(_user(session, load, rec, pace, at) for at in starts))
+        await asyncio.gather(*(_user(session, load, rec, at) for at in starts))
         await probe
     finally:
         await session.close()

@@ -16,17 +16,16 @@ measured in the same run on the same control plane:
   queued tasks). A client of an async API submits and collects at once; keeping
   the queue full and counting completions measures what the server sustains,
   every request such a client makes included. Polling is part of that cost, so
-  the client polls as a sensible one would (async_load.py): first after half of
-  what its previous tasks still took once their submit was answered (by their own
-  timestamps, so polling delay does not feed back), then every quarter of that,
-  at most every millisecond: about three GETs a task at saturation, the result
-  seen within a quarter of its time. The notes give the GETs per task.
+  the client polls as the API invites it to: one waiting poll
+  (`GET .../{task_id}?wait_ms=10000`) that the server answers as the task
+  finishes, another only if it outlasts the wait. The notes give the GETs per
+  task (1.00 when every task finished within one poll's wait).
 - Batch amortisation: the same with ASYNC_ROWS-row tasks, against ASYNC_ROWS-row
   synchronous requests (wrk at the `conch-engine` arm's best concurrency), rows/s.
-- Queue to completion at low load: one task in flight, the same polling (which
-  at this load is every millisecond after the first poll). Two distributions of the
-  same tasks: `async-engine`, from the submit sent to the poll that saw the result
-  (what a client waits, polling granularity included), and `async-engine-queue`,
+- Queue to completion at low load: one task in flight, the same waiting poll.
+  Two distributions of the same tasks: `async-engine`, from the submit sent to the
+  poll that saw the result (what a client waits: the poll's wake-up included), and
+  `async-engine-queue`,
   the task's own `created_at` -> `completed_at` (the server's clock, millisecond
   precision: the queue, the worker's take and the model call, no polling noise).
   ratios.py judges the latter against the synchronous p50 at concurrency 1.

@@ -159,6 +159,11 @@ class BaselineServer(Service):
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """uvicorn's pid while started (workers, if any, are its children)."""
+        return None if self._process is None else self._process.pid
+
     def start(self, timeout_s: float = 60.0) -> BaselineServer:
         argv = [
             sys.executable,

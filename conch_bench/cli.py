@@ -206,6 +206,14 @@ def suite_command(
             "door (throughput at saturation, 100-row tasks, queue to completion at c=1)",
         ),
     ] = True,
+    hot_path: Annotated[
+        bool,
+        typer.Option(
+            help="with conch-rest: Conch, Triton's own HTTP endpoint and the tuned baseline "
+            "under hey at concurrency 1 and 64 (per-request timings, CPU per request from "
+            "/proc, stall check: a stall in Conch fails the run; needs hey)"
+        ),
+    ] = True,
     note: Annotated[
         list[str] | None, typer.Option(help="context recorded in the report, repeatable")
     ] = None,
@@ -251,10 +259,17 @@ def suite_command(
         open_loop_fraction=open_loop,
         priority=priority,
         async_predictions=async_predictions,
+        hot_path=hot_path,
         bare_torch=bare_torch,
         notes=tuple(note or ()),
     )
-    run_suite(options, console)
+    result = run_suite(options, console)
+    if result.failures:  # the one check that fails the run: a stall is not noise
+        console.print(
+            f"[red]stall check failed in {len(result.failures)} Conch point(s): "
+            "responses held together (see the hot-path table)[/red]"
+        )
+        raise typer.Exit(1)
 
 
 @bench_app.command("report")

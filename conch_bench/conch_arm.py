@@ -52,6 +52,7 @@ class ConchEndpoint:
     project_ids: dict[str, str] = field(default_factory=dict)  # bench key -> project id
     many_keys: tuple[str, ...] = ()  # predict keys for the many-keys arm
     priority_ids: dict[str, str] = field(default_factory=dict)  # bench key -> its twin's id
+    pid: int | None = None  # the limited plane's uvicorn, when the suite started it
 
     def target(
         self, model: BenchModel, base: str, batch_size: int, *, many_keys: bool = False
@@ -251,4 +252,6 @@ def conch_stack(
         )
         stack.callback(unlimited.stop)
         model_ids, project_ids, priority_ids = _register(url, admin, models)
-        yield ConchEndpoint(url, predict, url_nolimit, model_ids, project_ids, many, priority_ids)
+        yield ConchEndpoint(
+            url, predict, url_nolimit, model_ids, project_ids, many, priority_ids, limited.pid
+        )

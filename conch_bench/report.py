@@ -15,6 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from conch_bench.hot_path import HotPathRow
+from conch_bench.hot_path_report import hot_path_markdown
 from conch_bench.machine import machine_markdown
 from conch_bench.ratios import ArmRun, Ratio
 from conch_bench.stats import RunSummary
@@ -72,6 +74,8 @@ METHOD = (
     "processes: a client check |",
     "| triton-http-python | triton-http at wrk's best concurrency through the Python client: "
     "a client check (must agree with wrk within the noise) |",
+    "| triton-http-hey, conch-rest-hey, baseline-tuned-hey | the hot-path pass: triton-http, "
+    "conch-rest and baseline-tuned at concurrency 1 and 64 under `hey` (see Hot path) |",
     "| baseline-naive | plain FastAPI + onnxruntime in-process, defaults (`def` handler, "
     "spinning ORT pool, pydantic) (`conch_bench/baseline.py`) |",
     "| baseline-tuned | the same model as a competent engineer would serve it: ORT on one "
@@ -168,6 +172,8 @@ def _ratio_value(ratio: Ratio) -> str:
         return f"{ratio.value:.2f}x"
     if ratio.unit == "ms":
         return f"{ratio.value:+.2f} ms"
+    if ratio.unit == "count":
+        return f"{ratio.value:.0f}"
     return f"{ratio.value:+.0f} {ratio.unit}" if ratio.unit == "µs" else f"{ratio.value:.1f} %"
 
 
@@ -320,6 +326,7 @@ def write_markdown(
         for plot in plots:
             if plot.stem == model:
                 lines += ["", f"![{model}]({plot.relative_to(path.parent).as_posix()})"]
+    lines += hot_path_markdown([HotPathRow.from_dict(r) for r in document.get("hot_path") or []])
     lines += _bare_torch_section(document.get("bare_torch") or [])
     if document.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]

@@ -14,7 +14,10 @@ slowest arm's best throughput, for latency under load without coordinated
 omission. With conch-engine, the tabular model also gets a priority pass
 (priority.py): low and urgent requests side by side at saturation, under wrk;
 and an async pass (async_pass.py): tasks submitted and polled, against the
-synchronous door at saturation, with 100-row tasks, and one at a time.
+synchronous door at saturation, with 100-row tasks, and one at a time. With
+conch-rest, each float-row model gets a hot-path pass (hot_path_pass.py): Conch,
+Triton's own HTTP endpoint and the tuned baseline under hey at concurrency 1 and
+64, with CPU per request and a stall check; a stall in Conch fails the suite.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,9 @@ from conch_bench import report
 from conch_bench.async_pass import ASYNC_MODELS, async_pass
 from conch_bench.baseline import BaselineServer, Variant
 from conch_bench.conch_arm import ConchEndpoint, conch_stack, probe
+from conch_bench.hot_path import HotPathRow
+from conch_bench.hot_path_pass import hot_path_pass, hot_path_runs
+from conch_bench.hot_path_report import hot_path_ratios, hot_path_table, stall_failures
 from conch_bench.loadgen import LoadSpec, run_load
 from conch_bench.machine import describe_machine
 from conch_bench.models import BenchModel, InstanceKind, build_bench_models
@@ -96,6 +102,7 @@ class SuiteOptions:
     open_loop_fraction: float = 0.5  # of the slowest arm's best throughput; 0: no open loop
     priority: bool = True  # with conch-engine: low and urgent side by side (priority.py)
     async_predictions: bool = True  # with conch-engine: async tasks vs sync (async_pass.py)
+    hot_path: bool = True  # with conch-rest: hey, CPU per request, stalls (hot_path_pass.py)
     notes: tuple[str, ...] = ()  # context for the report (e.g. "machine shared with CI")
 
     def settings(self) -> dict[str, Any]:
@@ -120,6 +127,8 @@ class SuiteResult:
     notes: list[str]
     results_path: Path
     markdown_path: Path
+    hot_path: list[HotPathRow] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # stalls in Conch: the run failed
 
 
 def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
@@ -141,6 +150,7 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
     names += [m.priority_name for m in models if m.priority_name is not None]
     triton = EmbeddedTriton.on_free_ports(options.repository, load_models=names)
     runs: list[ArmRun] = []
+    hot: list[HotPathRow] = []
     console.print(f"starting Triton with {', '.join(names)} ...")
     with triton, ExitStack() as stack:
         conch = options.conch
@@ -177,10 +187,18 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                 runs += _priority_pass(console, model, conch, options, notes)
             if _wants_async(options, model):
                 runs += _async_pass(console, model, conch, options, notes, runs)
+            if options.hot_path and "conch-rest" in options.arms:
+                rows = hot_path_pass(
+                    console, model, triton, conch, notes, duration_s=options.duration_s,
+                    warmup_s=options.warmup_s, workers=options.workers,
+                    batch_size=options.batch_size,
+                )  # fmt: skip
+                hot += rows
+                runs += hot_path_runs(rows)
             if options.open_loop_fraction > 0:
                 runs += _open_loop_pass(console, model, arms, triton, options, conch, runs)
     bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
-    return _write_reports(options, console, runs, notes, started, bare)
+    return _write_reports(options, console, runs, notes, started, bare, hot)
 
 
 def _wants_priority(options: SuiteOptions) -> bool:
@@ -468,10 +486,13 @@ def _write_reports(
     notes: list[str],
     started: str,
     bare_torch: list[dict[str, Any]],
+    hot: list[HotPathRow],
 ) -> SuiteResult:
-    ratios = compute_ratios(runs)
+    ratios = compute_ratios(runs) + hot_path_ratios(hot)
     console.print(report.summary_table(runs, title="conch bench suite"))
     report.print_errors(console, runs)
+    if hot:
+        console.print(hot_path_table(hot))
     if ratios:
         console.print(report.ratio_table(ratios))
     results_path = options.output_dir / "bench" / "results.json"
@@ -494,13 +515,17 @@ def _write_reports(
         notes=notes,
     )
     document["bare_torch"] = bare_torch
+    document["hot_path"] = [r.to_dict() for r in hot]
     report.write_json(results_path, document)
     markdown_path = options.output_dir / "BENCHMARKS.md"
     report.write_markdown(markdown_path, document, runs, ratios, plots)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"wrote {markdown_path} and {results_path}")
-    return SuiteResult(runs, notes, results_path, markdown_path)
+    failures = stall_failures(hot)
+    for failure in failures:
+        console.print(f"[red]FAIL stall check:[/red] {failure}")
+    return SuiteResult(runs, notes, results_path, markdown_path, hot, failures)
 
 
 def _plots(output_dir: Path, runs: list[ArmRun]) -> list[Path]:
@@ -521,8 +546,8 @@ def render_from_results(output_dir: Path) -> Path:
     if runs is None:
         raise FileNotFoundError(f"no readable results at {results_path}")
     document = json.loads(results_path.read_text())
+    hot = [HotPathRow.from_dict(r) for r in document.get("hot_path") or []]
     markdown_path = output_dir / "BENCHMARKS.md"
-    report.write_markdown(
-        markdown_path, document, runs, compute_ratios(runs), _plots(output_dir, runs)
-    )
+    ratios = compute_ratios(runs) + hot_path_ratios(hot)
+    report.write_markdown(markdown_path, document, runs, ratios, _plots(output_dir, runs))
     return markdown_path

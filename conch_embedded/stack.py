@@ -38,6 +38,7 @@ class StackConfig:
     metrics_port: int = 8002
     host: str = "127.0.0.1"
     load_models: list[str] = field(default_factory=list)
+    trace_url: str | None = None  # the embedded Triton's spans go there (OTLP/HTTP)
     restart_policy: BackoffPolicy = field(default_factory=BackoffPolicy)
 
 
@@ -88,6 +89,7 @@ class EmbeddedStack(Service):
                         metrics_port=self.config.metrics_port,
                         host=self.config.host,
                         load_models=list(self.config.load_models),
+                        trace_url=self.config.trace_url,
                     )
                 )
         except BaseException:

@@ -115,6 +115,9 @@ class EmbeddedTriton(ProcessService):
     load_models: list[str] = field(default_factory=list)
     log_path: Path | None = None
     startup_timeout_s: float = 60.0
+    # An OTLP/HTTP traces URL: Triton then exports its own spans of the requests
+    # that carry a W3C traceparent (`trace_arguments`).
+    trace_url: str | None = None
     _process: ManagedProcess | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
 
@@ -141,6 +144,11 @@ class EmbeddedTriton(ProcessService):
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        """tritonserver's pid while started (its backend stubs are its children)."""
+        return None if self._process is None else self._process.pid
 
     def start(self) -> EmbeddedTriton:
         installation = TritonInstallation.locate()
@@ -182,6 +190,8 @@ class EmbeddedTriton(ProcessService):
             "--log-verbose=0",
         ]
         argv += [f"--load-model={name}" for name in self.load_models]
+        if self.trace_url is not None:
+            argv += trace_arguments(self.trace_url)
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p
@@ -230,6 +240,20 @@ class EmbeddedTriton(ProcessService):
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+def trace_arguments(url: str) -> list[str]:
+    """Triton's OpenTelemetry tracing, exporting to `url` (OTLP/HTTP; Triton sends
+    JSON). Rate 0: Triton samples nothing by itself, and traces every request that
+    carries a trace context (so exactly those the control plane sampled), each span
+    a child of the caller's."""
+    return [
+        "--trace-config=mode=opentelemetry",
+        f"--trace-config=opentelemetry,url={url}",
+        "--trace-config=rate=0",
+        "--trace-config=count=-1",
+        "--trace-config=level=TIMESTAMPS",
+    ]
 
 
 def _assemble_backends(installation: TritonInstallation, target: Path) -> Path:

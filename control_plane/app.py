@@ -17,6 +17,9 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from control_plane.abtest.routes import router as abtest_router
+from control_plane.console.mount import mount_console
+from control_plane.core import tracing
+from control_plane.core.access_log import configure_logging
 from control_plane.core.body_limit import BodyLimit
 from control_plane.core.errors import install_error_handlers
 from control_plane.core.loopback import LoopbackOnly
@@ -24,6 +27,7 @@ from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
 from control_plane.db.engine import create_engine, create_sessionmaker
 from control_plane.db.migrate import upgrade
+from control_plane.engine_api.async_routes import ENDPOINTS as ENGINE_ASYNC_ENDPOINTS
 from control_plane.engine_api.async_routes import router as engine_async_router
 from control_plane.engine_api.engine_routes import router as engine_management_router
 from control_plane.engine_api.load_routes import router as model_load_router
@@ -89,7 +93,12 @@ def _events_redis(settings: Settings) -> Redis | None:
 def create_app(settings: Settings | None = None, *, migrate: bool | None = None) -> FastAPI:
     """Build the ASGI app. `migrate` defaults to True for SQLite (the dev database)."""
     settings = settings or get_settings()
+    # LOG_LEVEL, LOG_FORMAT, CONCH_ACCESS_LOG: JSON lines written off the event loop.
+    configure_logging(settings.log_level, settings.log_output, access_log=settings.access_log)
     run_migrations = settings.database_url.startswith("sqlite") if migrate is None else migrate
+    # Traces when an OTLP endpoint is configured (core/tracing.py): one provider per process.
+    traces_to = tracing.traces_endpoint(settings.otlp_endpoint, settings.otlp_traces_endpoint)
+    tracer_provider = tracing.create_provider(traces_to) if traces_to else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -212,6 +221,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         # What start-up allocated lives as long as the app: out of the collector's
         # sight, so that a full collection under load walks only what requests made.
         gc.freeze()
+        if tracer_provider is not None:
+            tracing.start(tracer_provider)
         try:
             yield
         finally:
@@ -229,6 +240,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
                 if client is not None:
                     await client.aclose()
             await engine.dispose()
+            if tracer_provider is not None:
+                await tracing.stop(tracer_provider)
 
     app = FastAPI(
         title="Conch control plane",
@@ -240,13 +253,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     # and inside the body cap.
     app.add_middleware(
         PredictionLane,
-        extra_endpoints=ENGINE_PREDICT_ENDPOINTS,
+        extra_endpoints=(*ENGINE_PREDICT_ENDPOINTS, *ENGINE_ASYNC_ENDPOINTS),
         passthrough_endpoints=V2_LANE_ENDPOINTS,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.uses_development_secret:
         app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestIdMiddleware)
+    if tracer_provider is not None:  # outermost: its server span covers the whole request
+        app.add_middleware(tracing.TracingMiddleware)
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(tabular_router)
@@ -264,4 +279,5 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
     )  # fmt: skip
     for router in routers:
         app.include_router(router, prefix="/api/v1")
+    mount_console(app)  # /console: the web console (control_plane/console)
     return app

@@ -23,11 +23,17 @@ from rich.console import Console
 
 from conch_manifest.locations import default_model_repository, state_dir
 from control_plane.cli.config import cli_settings
+from control_plane.cli.worker_metrics import worker_metrics
+from control_plane.core.access_log import configure_logging
+from control_plane.core.tracing import traces_endpoint
 
 if TYPE_CHECKING:
     from conch_embedded.stack import StackConfig
 
 console = Console(stderr=True)
+
+# OTLP/HTTP's standard port on this machine: where a local collector listens.
+LOCAL_COLLECTOR = "http://localhost:4318"
 
 TritonUrl = Annotated[
     str | None,
@@ -58,6 +64,15 @@ Host = Annotated[
     ),
 ]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Control-plane worker processes.")]
+Trace = Annotated[
+    bool,
+    typer.Option(
+        "--trace",
+        help="OpenTelemetry traces of every request, Conch's spans and the embedded "
+        "Triton's in one trace, sent over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT "
+        f"[default: {LOCAL_COLLECTOR}, a local collector].",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -74,6 +89,7 @@ def serve(
     http_port: Annotated[int, typer.Option(help="Embedded Triton HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="Embedded Triton gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Embedded Triton metrics port.")] = 8002,
+    trace: Trace = False,
 ) -> None:
     """Serve Triton, Redis and the control plane until Ctrl-C (or SIGTERM) stops them all.
 
@@ -83,6 +99,14 @@ def serve(
     same ports, with backoff."""
     redis_url = os.environ.get("REDIS_URL") or None
     repository = repository.resolve()
+    trace_url = _trace_url() if trace else None
+    if trace_url is not None and triton_url is not None:
+        # An external Triton is configured by whoever starts it (README: Traces).
+        console.print(
+            f"traces: Conch's spans go to {trace_url}; for Triton's, start it with "
+            f"--trace-config mode=opentelemetry --trace-config opentelemetry,url={trace_url} "
+            "--trace-config rate=0 --trace-config level=TIMESTAMPS"
+        )
     if triton_url is not None and redis_url is not None:
         external = ExternalStack(repository, host, triton_url, triton_http_url or "", redis_url)
         run_stack(external, port=port, workers=workers)
@@ -101,8 +125,22 @@ def serve(
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         host=host,
+        trace_url=trace_url,
     )
     run_stack(config, port=port, workers=workers)
+
+
+def _trace_url() -> str:
+    """Where `--trace` sends spans: the OTEL_* variables' endpoint, else a local
+    collector, set for the control plane's workers too (they read the variable)."""
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not base and not traces:
+        base = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = LOCAL_COLLECTOR
+    url = traces_endpoint(base, traces)
+    if url is None:
+        raise typer.BadParameter("OTEL_SDK_DISABLED is true", param_hint="--trace")
+    return url
 
 
 class Stack(Protocol):
@@ -146,7 +184,9 @@ def run_stack(
     SIGTERM and Ctrl-C end it the same way, whenever they come: the control plane
     drains (uvicorn), then Triton and Redis stop, and the command exits with 0."""
     port = port or int(os.environ.get("INFERENCE_PORT", "8081"))
-    cli_settings(host=config.host)  # refuse before starting anything, not in every worker
+    settings = cli_settings(host=config.host)  # refuse before starting anything
+    # The workers configure their own (the app factory); this covers the parent's lines.
+    configure_logging(settings.log_level, settings.log_output, access_log=settings.access_log)
     config.model_repository.mkdir(parents=True, exist_ok=True)
     with _signals_stop_the_stack():
         try:
@@ -167,16 +207,20 @@ def _serve_stack(
         if before_serve is not None:
             before_serve(stack, port)
         _print_urls(stack, config.host, port)
-        uvicorn.run(
-            "control_plane.app:create_app",
-            factory=True,
-            host=config.host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            http="httptools",
-            log_level="info",
-        )
+        with worker_metrics(workers):
+            uvicorn.run(
+                "control_plane.app:create_app",
+                factory=True,
+                host=config.host,
+                port=port,
+                workers=workers,
+                loop="uvloop",
+                http="httptools",
+                log_level="info",
+                # Logging is Conch's (core/access_log.py): its access line replaces uvicorn's.
+                log_config=None,
+                access_log=False,
+            )
     finally:
         # A second SIGTERM must not cut the shutdown short (a second Ctrl-C may).
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

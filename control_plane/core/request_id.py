@@ -3,7 +3,8 @@
 Pure ASGI middleware (not BaseHTTPMiddleware) so it adds no task switch per request
 and also covers responses produced by exception handlers. It also adds the headers
 that dependencies registered for the response (rate-limit headers), whichever
-Response object the handler returns.
+Response object the handler returns, and measures and logs every request
+(`request_metrics.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from contextvars import ContextVar
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane.core import metrics
+from control_plane.core import access_log, request_metrics
 
 HEADER = "X-Request-ID"
 # A UUID or a short token of safe characters: anything else is replaced, never echoed.
@@ -33,15 +34,6 @@ def add_response_headers(headers: Mapping[str, str]) -> None:
     pending = _pending_headers.get()
     if pending is not None:
         pending.update(headers)
-
-
-_STATUS_COUNTERS = {
-    code: metrics.labelled("http.responses", status=str(code)) for code in (200, 201, 404, 429)
-}
-
-
-def _status(message: Message) -> str:
-    return metrics.labelled("http.responses", status=str(message["status"]))
 
 
 def current_request_id() -> str:
@@ -75,14 +67,17 @@ class RequestIdMiddleware:
         token = _request_id.set(request_id)
         pending: dict[str, str] = {}
         headers_token = _pending_headers.set(pending)
+        facts, facts_token = access_log.begin_request(request_id)
+        started_at = request_metrics.started()
+        status = request_metrics.NO_ANSWER
 
         started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
-                metrics.increment(_STATUS_COUNTERS.get(message["status"]) or _status(message))
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers[HEADER] = request_id
                 for name, value in pending.items():
@@ -102,5 +97,8 @@ class RequestIdMiddleware:
             response = unexpected_error_response(exc)
             await response(scope, receive, send_with_id)
         finally:
+            # Measured and logged here: every route, the lane's too, and every error.
+            request_metrics.finished(scope, status, started_at, facts)
+            access_log.end_request(facts_token)
             _request_id.reset(token)
             _pending_headers.reset(headers_token)

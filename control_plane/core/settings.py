@@ -13,6 +13,7 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import pydantic
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -387,6 +388,59 @@ class Settings(BaseSettings):
         "attempt, then marked failed; 0: one attempt",
     )
 
+    # --- logs (core/access_log.py) ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO",
+        validation_alias=AliasChoices("LOG_LEVEL"),
+        description="the least severe level logged; WARNING and above also silence "
+        "the access lines (INFO)",
+    )
+    # None: JSON lines (what log collectors parse) except in development.
+    log_format: Literal["json", "console"] | None = Field(
+        None,
+        validation_alias=AliasChoices("LOG_FORMAT"),
+        description="`json` (one object per line) or `console`; unset: `console` in "
+        "development, `json` elsewhere",
+    )
+    access_log: bool = Field(
+        True, description="one INFO line per request (route, status, latency, model, key id)"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return (value.lower() or None) if isinstance(value, str) else value
+
+    # --- traces: OpenTelemetry over OTLP/HTTP (core/tracing.py); the SDK reads the
+    # other OTEL_* variables itself ---
+    otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="an OTLP/HTTP collector (e.g. http://collector:4318): set, each "
+        "request's spans go to its /v1/traces, and Triton's calls carry the trace",
+    )
+    otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="the whole URL spans are posted to, instead of "
+        "OTEL_EXPORTER_OTLP_ENDPOINT's /v1/traces",
+    )
+
+    @field_validator("otlp_endpoint", "otlp_traces_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # `OTEL_EXPORTER_OTLP_ENDPOINT=` means "not set"
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return value
+
     @field_validator("rate_limit", "rate_limit_fallback")
     @classmethod
     def _valid_rate(cls, value: str) -> str:
@@ -437,6 +491,12 @@ class Settings(BaseSettings):
                     f"{_variable(low)} ({getattr(self, low)})"
                 )
         return self
+
+    @property
+    def log_output(self) -> Literal["json", "console"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.environment == "development" else "json"
 
     @property
     def uses_development_secret(self) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -113,6 +114,11 @@ class ConversionEvent(Base):
         UniqueConstraint(
             "project_id", "slot_id", "user_id", "item_id", "event_type",
             "recommendation_request_id", name="uq_conversion_events_dedup",
+        ),
+        # A/B counts per slot and type, and the console's per day: ranges of this index.
+        Index(
+            "ix_conversion_events_slot_type_time",
+            "project_id", "slot_id", "event_type", "created_at",
         ),
     )  # fmt: skip
 

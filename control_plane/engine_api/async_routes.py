@@ -5,20 +5,38 @@ Redis (`control_plane/jobs/`). A task is visible to the key that submitted it
 and to admin keys of its project; to any other key it reads as unknown (404).
 A listing shows the same tasks. The queues' figures span every project: they need
 a read key restricted to no project, as the engine's metrics do.
+
+A poll may wait: `?wait_ms=N` (at most 30000) answers as soon as the task is
+finished, or its state when N milliseconds have passed (`jobs/waiting.py`), so a
+client needs one poll per task instead of polling on a timer.
+
+Submit and poll are also served by the prediction fast lane (`ENDPOINTS`, handed
+to `inference/lane.py` by the app), which answers exactly as these FastAPI
+routes do (tests/control_plane/jobs/test_async_lane.py) for about half their
+CPU. Their key's rate limit is decided before they run, as behind FastAPI: a
+refused submission queues nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
+import pydantic
 from fastapi import APIRouter, Header, Query
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field
 from starlette.routing import Match
 from starlette.types import Scope
 
-from control_plane.core.components import ComponentsDep
+from control_plane.core.components import Components, ComponentsDep
 from control_plane.core.openapi_errors import error_responses
+from control_plane.inference.endpoints import Endpoint
+from control_plane.inference.handlers import Payload
 from control_plane.jobs import listing, service
 from control_plane.jobs.schemas import (
     AsyncPredictRequest,
@@ -26,7 +44,11 @@ from control_plane.jobs.schemas import (
     TaskStatus,
     TaskView,
 )
+from control_plane.jobs.waiting import MAX_WAIT_MS
+from control_plane.keys.access import Policy
 from control_plane.keys.deps import GuardedRoute, PredictAnyKey, ReadGlobalKey
+from control_plane.keys.schemas import Principal
+from control_plane.ratelimit.limiter import RateLimitResult
 
 _TASK_ID = re.compile(r"task_[0-9a-f]{24}")
 
@@ -49,6 +71,14 @@ router = APIRouter(
 
 TaskId = Annotated[
     str, PathParam(pattern=r"^task_[0-9a-f]{24}$", description="as `POST` answered it")
+]
+WaitMs = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_WAIT_MS,
+        description="wait up to this long for the task to finish; then its state as it is",
+    ),
 ]
 IdempotencyKey = Annotated[
     str | None,
@@ -109,8 +139,10 @@ async def queues_async(app: ComponentsDep, _: ReadGlobalKey) -> listing.QueuesVi
     responses=error_responses(404, 503),
     summary="A task's status, and its result or error once finished",
 )
-async def get_async(app: ComponentsDep, key: PredictAnyKey, task_id: TaskId) -> TaskView:
-    return service.task_view(await service.visible_task(app, key, task_id))
+async def get_async(
+    app: ComponentsDep, key: PredictAnyKey, task_id: TaskId, wait_ms: WaitMs = 0
+) -> TaskView:
+    return service.task_view(await service.awaited_task(app, key, task_id, wait_ms))
 
 
 @router.delete(
@@ -121,3 +153,106 @@ async def get_async(app: ComponentsDep, key: PredictAnyKey, task_id: TaskId) -> 
 )
 async def cancel_async(app: ComponentsDep, key: PredictAnyKey, task_id: TaskId) -> TaskView:
     return await service.cancel(app, key, task_id)
+
+
+# --- the same submit and poll in the prediction fast lane -----------------------------
+
+
+class _LimitFirst(Policy):
+    """A policy whose key's rate limit is decided before the handler runs (the lane
+    otherwise checks it beside a prediction): a refused submission queues nothing, a
+    refused poll does not wait first."""
+
+    async def admit(
+        self, components: Components, token: str | None
+    ) -> tuple[Principal, asyncio.Future[RateLimitResult] | None]:
+        principal, check = await super().admit(components, token)
+        if check is not None:
+            await asyncio.wait([check])
+        return principal, check
+
+
+_LANE_POLICY = _LimitFirst("predict", "any")
+_IDEMPOTENCY_KEY = pydantic.TypeAdapter(Annotated[str, Field(min_length=1, max_length=200)])
+_WAIT_MS = pydantic.TypeAdapter(Annotated[int, Field(ge=0, le=MAX_WAIT_MS)])
+
+
+@dataclass(frozen=True, slots=True)
+class _Submission:
+    body: AsyncPredictRequest
+    idempotency_key: str | None
+
+
+def _located(exc: pydantic.ValidationError, *where: str) -> list[Any]:
+    return [{**error, "loc": (*where, *error["loc"])} for error in exc.errors()]
+
+
+def _read_submission(scope: Scope, raw_body: bytes) -> _Submission:
+    """The header and the body, their problems reported together as FastAPI does."""
+    errors: list[Any] = []
+    key = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"idempotency-key"), None)
+    if key is not None:
+        try:
+            key = _IDEMPOTENCY_KEY.validate_python(key)
+        except pydantic.ValidationError as exc:
+            errors += _located(exc, "header", "Idempotency-Key")
+    body = None
+    if not raw_body:
+        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
+    else:
+        try:
+            body = AsyncPredictRequest.model_validate_json(raw_body)
+        except pydantic.ValidationError as exc:
+            errors += _located(exc, "body")
+    if errors or body is None:
+        raise RequestValidationError(errors)
+    return _Submission(body, key)
+
+
+def _read_wait(scope: Scope, _: bytes) -> int:
+    # As Starlette reads a query parameter given twice: the last one.
+    given = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    if "wait_ms" not in given:
+        return 0
+    try:
+        return _WAIT_MS.validate_python(given["wait_ms"])
+    except pydantic.ValidationError as exc:
+        raise RequestValidationError(_located(exc, "query", "wait_ms")) from None
+
+
+async def _submit(components: Components, key: Principal, _: None, request: _Submission) -> Payload:
+    answer = await service.submit(components, key, request.body, request.idempotency_key)
+    return answer.model_dump(mode="json")
+
+
+async def _poll(components: Components, key: Principal, task_id: str, wait_ms: int) -> Payload:
+    task = await service.awaited_task(components, key, task_id, wait_ms)
+    return service.task_view(task).model_dump(mode="json")
+
+
+ENDPOINTS = (
+    Endpoint(
+        "submit_async",
+        "POST",
+        router.prefix,
+        AsyncPredictRequest,
+        _LANE_POLICY,
+        _submit,
+        AsyncSubmitResponse,
+        "Queue a prediction",
+        status_code=202,
+        read=_read_submission,
+    ),
+    Endpoint(
+        "get_async",
+        "GET",
+        router.prefix + "/{task_id}",
+        None,
+        _LANE_POLICY,
+        _poll,
+        TaskView,
+        "A task's status",
+        path_shape=_TASK_ID.pattern,
+        read=_read_wait,
+    ),
+)

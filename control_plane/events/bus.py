@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 import pydantic
 from redis.asyncio import Redis
@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 # How long one wait for a Pub/Sub message lasts: the longest a stop can wait for the
 # listener when redis-py loses its cancellation.
 _LISTEN_POLL_S = 1.0
+
+# Every event type's series exists from the start (at 0): dashboards and alerts see it.
+for _type in (member.model_fields["type"].default for member in get_args(get_args(Event)[0])):
+    metrics.EVENTS_PUBLISHED.labels(_type)
+    metrics.EVENTS_RECEIVED.labels(_type)
 
 Handler = Callable[[Any], Awaitable[None]]
 
@@ -83,7 +88,7 @@ class EventBus:
     async def dispatch(self, event: Event | BaseEvent) -> None:
         # The publisher dispatches locally and then hears its own event from Redis: once.
         if event.event_id in self._seen:
-            metrics.increment("events.duplicates")
+            metrics.EVENTS_DUPLICATES.inc()
             return
         self._seen[event.event_id] = None
         if len(self._seen) > self._dedupe_size:
@@ -93,7 +98,7 @@ class EventBus:
             try:
                 await handler(event)
             except Exception:  # one bad handler must not stop the others or the listener
-                metrics.increment("events.handler_errors")
+                metrics.EVENTS_HANDLER_ERRORS.inc()
                 logger.exception("event handler failed for %s", event)
 
     async def publish(self, event: BaseEvent) -> None:
@@ -106,9 +111,9 @@ class EventBus:
                 self.redis.publish(self.channel, event.model_dump_json()),
                 timeout=self._publish_timeout,
             )
-            metrics.increment("events.published")
+            metrics.EVENTS_PUBLISHED.labels(getattr(event, "type", "")).inc()
         except (RedisError, OSError, TimeoutError) as exc:
-            metrics.increment("events.publish_errors")
+            metrics.EVENTS_PUBLISH_ERRORS.inc()
             logger.warning("could not publish %s: %s", getattr(event, "type", "?"), exc)
 
     def start(self) -> None:
@@ -133,7 +138,7 @@ class EventBus:
                     for callback in self._on_subscribe:
                         callback()
                     self.subscribed.set()
-                    metrics.increment("events.subscriptions")
+                    metrics.EVENTS_SUBSCRIPTIONS.inc()
                     logger.info("event listener subscribed to %s", self.channel)
                     backoff = self._reconnect_min
                     while not self._stopping:
@@ -145,7 +150,7 @@ class EventBus:
                 raise
             except (RedisError, OSError) as exc:
                 self.subscribed.clear()
-                metrics.increment("events.listener_reconnects")
+                metrics.EVENTS_LISTENER_RECONNECTS.inc()
                 logger.warning("event listener lost Redis (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._reconnect_max)
@@ -158,9 +163,9 @@ class EventBus:
         try:
             event = EventAdapter.validate_json(message["data"])
         except pydantic.ValidationError:
-            metrics.increment("events.malformed")
+            metrics.EVENTS_MALFORMED.inc()
             logger.warning("ignoring malformed or unknown event on %s", self.channel)
             return
-        metrics.increment(f"events.received.{event.type}")
+        metrics.EVENTS_RECEIVED.labels(event.type).inc()
         logger.debug("event %s %s", event.type, event.event_id)
         await self.dispatch(event)

@@ -6,7 +6,10 @@ compiles the table into its path patterns; `include_endpoints` builds the FastAP
 routes from it, which document the endpoints in /docs and serve them when
 `CONCH_FAST_LANE=false`. A new endpoint or policy is written here and nowhere else.
 Another door declares its own table of `Endpoint`s (seed 002's predictions:
-`engine_api/predict_routes.py`) and the app hands the lane every table.
+`engine_api/predict_routes.py`) and the app hands the lane every table. An
+endpoint that reads more of the request than its JSON body (a query parameter,
+a header: seed 002's async door, `engine_api/async_routes.py`) declares `read`;
+its FastAPI route is its door's own, and a test keeps the two answering alike.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
+from starlette.types import Scope
 
 from control_plane.core.components import Components, ComponentsDep
 from control_plane.core.openapi_errors import TRITON_ERRORS, error_responses
@@ -46,6 +50,9 @@ from control_plane.keys.schemas import Principal
 
 # (components, the admitted key, the id in the path or None, the validated body)
 Handler = Callable[[Components, Principal, Any, Any], Awaitable[Payload]]
+# (the request's ASGI scope, its body) -> the handler's last argument, in place of the
+# validated body; raises RequestValidationError as FastAPI would for the same request.
+Reader = Callable[[Scope, bytes], Any]
 
 # The path parameter each resource is, as FastAPI validates it.
 _PATH_TYPES: dict[str, Any] = {"model_id": ModelIdPath, "project_id": ProjectIdPath}
@@ -62,22 +69,33 @@ class Endpoint:
     # A template whose one parameter is the policy's resource; or, for a policy on
     # "any" (the model is named in the body, the handler checks it), no parameter.
     path: str
-    body: type[RequestBody]
+    body: type[RequestBody] | None  # None: no body (a GET)
     policy: Policy
     handler: Handler
     response_model: type[BaseModel]
     summary: str
     responses: dict[int | str, dict[str, Any]] = field(default_factory=_bad_request_and_triton)
+    status_code: int = 200
+    # A path parameter that is no policy's id (on "any"), as a regular expression: the
+    # handler gets the text it matched (a task id) as its id.
+    path_shape: str | None = None
+    read: Reader | None = None  # what the handler gets besides the body, if anything
 
     def __post_init__(self) -> None:
         # The lane authorizes the id it finds in the path: it must be the policy's.
         expected = [] if self.policy.resource == "any" else [self.policy.resource]
+        if self.path_shape is not None and self.policy.resource == "any":
+            expected = re.findall(r"\{(\w+)\}", self.path)[:1]
         if re.findall(r"\{(\w+)\}", self.path) != expected:
             raise ValueError(
                 f"{self.path} must name exactly {{{self.policy.resource}}}"
                 if expected
                 else f"{self.path} must name no path parameter (its policy is on 'any')"
             )
+
+    def path_value(self, text: str) -> int | str:
+        """The path parameter as the handler gets it."""
+        return text if self.path_shape is not None else int(text)
 
     @property
     def path_resource(self) -> str | None:

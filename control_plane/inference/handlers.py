@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from control_plane.core import tracing
 from control_plane.core.components import Components
 from control_plane.core.errors import BadRequestError
 from control_plane.core.request_id import current_request_id
@@ -65,8 +66,13 @@ async def predict_for_project(
     app: Components, key: Principal, project_id: int, body: PredictRequest
 ) -> Payload:
     sessionmaker = app.get(async_sessionmaker)
-    routes = await app.get(RoutingCache).routes(sessionmaker, project_id)
-    slot = choose_slot(routes.slots, user_id=body.user_id, sticky=routes.sticky, salt=routes.salt)
+    with tracing.span("conch.routing") as span:
+        routes = await app.get(RoutingCache).routes(sessionmaker, project_id)
+        slot = choose_slot(
+            routes.slots, user_id=body.user_id, sticky=routes.sticky, salt=routes.salt
+        )
+        if span is not None:
+            span.set_attributes({"conch.slot_id": slot.id, "conch.model_id": slot.model_id})
     runtime = await app.get(ModelCatalog).get(sessionmaker, slot.model_id)
     items = await recommend_one(
         app.get(TritonGateway), runtime, body.user_id, body.cutoff, app.find(InferenceStats)

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.core.components import Components
 from control_plane.core.errors import PayloadTooLargeError, handled_error_response
+from control_plane.core.request_metrics import LANE_ROUTE
 from control_plane.core.settings import Settings
 from control_plane.inference.endpoints import ENDPOINTS, Endpoint
 from control_plane.inference.handlers import Payload
@@ -54,7 +55,8 @@ _ID = r"([1-9]\d{0,8})"
 class PassthroughEndpoint:
     """An endpoint whose body is bytes for Triton: `path`'s groups (None where an
     optional group did not match) and the request's headers go to `handler` with
-    the body; the answer it returns is sent as it is."""
+    the body; the answer it returns is sent as it is. `route` names its requests
+    in traces, metrics and logs (a template, as FastAPI's routes are named)."""
 
     method: str
     path: re.Pattern[str]
@@ -62,6 +64,7 @@ class PassthroughEndpoint:
     handler: Callable[
         [Components, Principal, tuple[str | None, ...], Headers, bytes], Awaitable[TritonAnswer]
     ]
+    route: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,24 +74,28 @@ class LaneRoute:
     endpoint: Endpoint
 
 
-def _pattern(template: str) -> re.Pattern[str]:
-    return re.compile(re.sub(r"\\\{\w+\\\}", lambda _: _ID, re.escape(template)))
+def _pattern(template: str, shape: str | None = None) -> re.Pattern[str]:
+    group = _ID if shape is None else f"({shape})"
+    return re.compile(re.sub(r"\\\{\w+\\\}", lambda _: group, re.escape(template)))
 
 
 class LaneTable:
     """Endpoints compiled to path patterns; `match` finds one and the id in its path."""
 
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
-        self.routes = tuple(LaneRoute(e.method, _pattern(e.path), e) for e in endpoints)
+        self.routes = tuple(
+            LaneRoute(e.method, _pattern(e.path, e.path_shape), e) for e in endpoints
+        )
         self._methods = frozenset(route.method for route in self.routes)
 
-    def match(self, method: str, path: str) -> tuple[Endpoint, int | None] | None:
+    def match(self, method: str, path: str) -> tuple[Endpoint, int | str | None] | None:
         if method not in self._methods:
             return None
         for route in self.routes:
             found = route.path.fullmatch(path)
             if found is not None and route.method == method:
-                return route.endpoint, int(found.group(1)) if found.groups() else None
+                value = found.group(1) if found.groups() else None
+                return route.endpoint, None if value is None else route.endpoint.path_value(value)
         return None
 
 
@@ -98,7 +105,7 @@ ROUTES = _TABLE.routes
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def match(method: str, path: str) -> tuple[Endpoint, int | None] | None:
+def match(method: str, path: str) -> tuple[Endpoint, int | str | None] | None:
     """The seed-000 table's match (`PredictionLane` serves the tables it is given)."""
     return _TABLE.match(method, path)
 
@@ -136,12 +143,14 @@ class PredictionLane:
         try:
             if matched is not None:
                 endpoint, resource_id = matched
+                scope[LANE_ROUTE] = endpoint.path  # the request's metrics and access line
                 payload = await _serve_json(
                     components, endpoint, resource_id, scope, receive, max_bytes
                 )
-                answer = None if payload is None else _json_answer(payload)
+                answer = None if payload is None else _json_answer(payload, endpoint.status_code)
             else:
                 assert passed is not None
+                scope[LANE_ROUTE] = passed[0].route or passed[0].path.pattern
                 answer = await _serve_passthrough(components, *passed, scope, receive, max_bytes)
         except Exception as exc:
             # FastAPI's own handlers answer; what they leave gets the request-id
@@ -167,25 +176,34 @@ class PredictionLane:
         return None
 
 
-def _json_answer(payload: Payload) -> TritonAnswer:
-    return TritonAnswer(200, _JSON_HEADERS, orjson.dumps(payload))
+def _json_answer(payload: Payload, status: int = 200) -> TritonAnswer:
+    return TritonAnswer(status, _JSON_HEADERS, orjson.dumps(payload))
 
 
 async def _serve_json(
     components: Components,
     endpoint: Endpoint,
-    resource_id: int | None,
+    resource_id: int | str | None,
     scope: Scope,
     receive: Receive,
     max_bytes: int,
 ) -> Payload | None:
     async def handle(principal: Principal, raw_body: bytes) -> Payload:
-        return await endpoint.handler(
-            components, principal, resource_id, _validated(endpoint, raw_body)
-        )
+        read = endpoint.read
+        request = _validated(endpoint, raw_body) if read is None else read(scope, raw_body)
+        return await endpoint.handler(components, principal, resource_id, request)
 
+    # A shaped path parameter (a task id) is no resource the policy authorizes.
+    authorized = resource_id if isinstance(resource_id, int) else None
     return await _admitted(
-        components, endpoint.policy, resource_id, scope, receive, max_bytes, handle, json_body=True
+        components,
+        endpoint.policy,
+        authorized,
+        scope,
+        receive,
+        max_bytes,
+        handle,
+        json_body=endpoint.body is not None,
     )
 
 
@@ -278,7 +296,9 @@ async def _read_body(receive: Receive, declared: str | None, max_bytes: int) -> 
             return b"".join(chunks)
 
 
-def _validated(endpoint: Endpoint, raw_body: bytes) -> pydantic.BaseModel:
+def _validated(endpoint: Endpoint, raw_body: bytes) -> pydantic.BaseModel | None:
+    if endpoint.body is None:
+        return None
     try:
         return endpoint.body.model_validate_json(raw_body)
     except pydantic.ValidationError as exc:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from conch_manifest.priorities import Priority
 from control_plane.core.components import Components
+from control_plane.jobs import queue_views
 from control_plane.jobs.queue import LEVELS
 from control_plane.jobs.schemas import TaskStatus, TaskView
 from control_plane.jobs.service import may_see, queue_of, task_view
@@ -43,7 +44,10 @@ class QueuesView(BaseModel):
         description="tasks taken by a worker and not finished (those of a replica that "
         "stopped too, until another takes them over)"
     )
-    completion_rate_per_s: float = Field(description="over the last minute, every replica")
+    completion_rate_per_s: float = Field(
+        description="over the last minute (since its first completion, on a younger queue), "
+        "every replica"
+    )
     workers: list[WorkerView] = Field(description="the least idle first")
 
 
@@ -53,7 +57,7 @@ async def list_tasks(
     queue = queue_of(components)
     found: list[TaskView] = []
     for start in range(0, SCAN_MAX, _PAGE):
-        page = await queue.recent_from(start, _PAGE)
+        page = await queue_views.recent_from(queue, start, _PAGE)
         if not page:
             # The index's end: expired tasks are its oldest entries (it is trimmed by
             # submission time, and a task expires a whole TTL after it finished).
@@ -68,13 +72,13 @@ async def list_tasks(
 
 async def queues(components: Components) -> QueuesView:
     queue = queue_of(components)
-    running = await queue.running()
+    running = await queue_views.running(queue)
     return QueuesView(
         depths=await queue.depths(),  # type: ignore[arg-type]
         running=sum(running[level] for level in LEVELS),
         completion_rate_per_s=round(await queue.completion_rate(), 3),
         workers=[
             WorkerView(name=c.name, pending=c.pending, idle_ms=c.idle_ms)
-            for c in await queue.consumers()
+            for c in await queue_views.consumers(queue)
         ],
     )

@@ -18,6 +18,8 @@ Layout, under one hash tag so a Redis Cluster keeps it on one slot:
 - `idem:<key id>:<digest>`: an Idempotency-Key's task, for the same TTL.
 - `done:<unix second>`: tasks finished in that second (the completion rate).
 - `index`: task ids by submission time (listing; trimmed past the TTL).
+- `finished` (a Pub/Sub channel): ids of tasks just finished or cancelled, which
+  wake the polls waiting for them on every replica (`waiting.py`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from conch_manifest.priorities import PRIORITY_LEVELS, Priority
+from control_plane.core.single_flight import SingleFlight
 from control_plane.jobs import scripts
 
 GROUP = "workers"
@@ -45,6 +48,10 @@ assert sorted(PRIORITY_LEVELS, key=PRIORITY_LEVELS.__getitem__) == list(LEVELS)
 MAX_DELIVERIES = 3
 # The window the completion rate is measured over.
 RATE_WINDOW_S = 60
+# A submission's estimate reads a rate this old at most (not 60 keys per submission).
+RATE_CACHE_S = 1.0
+# The statuses a task does not leave.
+FINISHED = frozenset(("completed", "failed", "cancelled"))
 
 
 def now_iso() -> str:
@@ -84,6 +91,9 @@ class TaskKeys:
     def index(self) -> str:
         return f"{self.prefix}index"
 
+    def finished(self) -> str:
+        return f"{self.prefix}finished"
+
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
@@ -95,22 +105,33 @@ class Submitted:
 
 
 @dataclass(frozen=True, slots=True)
-class Consumer:
-    """A worker of the group, over every level: entries it holds, time since it last read."""
-
-    name: str
-    pending: int
-    idle_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class TakenTask:
     level: str
     entry: str
     task_id: str
 
 
-def _text(value: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class Started:
+    """`run` or `exhausted` (taken too often) with the task's fields; `done` or `gone`
+    (acknowledged: nothing to run) without."""
+
+    outcome: str
+    task: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A task's result (`completed`) or error body (`failed`), to record."""
+
+    taken: TakenTask
+    key_id: str
+    status: str
+    value: Any
+
+
+def text(value: Any) -> str:
+    """A Redis reply's bytes as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -141,6 +162,8 @@ class TaskQueue:
         self._finish = redis.register_script(scripts.FINISH)
         self._cancel = redis.register_script(scripts.CANCEL)
         self._record = redis.register_script(scripts.RECORD)
+        self._rate: tuple[float, float] | None = None  # (monotonic time read, tasks/s)
+        self._rate_read = SingleFlight[None, float]()
 
     # --- callers ---------------------------------------------------------------
 
@@ -191,23 +214,17 @@ class TaskQueue:
                 *(item for pair in stored.items() for item in pair),
             ],
         )
-        outcome = _text(answer[0])
+        outcome = text(answer[0])
         if outcome == "existing":
-            existing_id, _, digest = _text(answer[1]).partition("|")
+            existing_id, _, digest = text(answer[1]).partition("|")
             return Submitted(existing_id, outcome, request_digest=digest)
         if outcome != "queued":
             return Submitted(task_id, outcome)
-        return Submitted(task_id, outcome, ahead=int(_text(answer[1])))
-
-    async def recent(self, limit: int) -> list[dict[str, str]]:
-        """The newest tasks still kept, newest first (at most `limit`)."""
-        ids = await self.redis.zrevrange(self.keys.index(), 0, max(limit, 1) - 1)
-        tasks = [await self.get(_text(task_id)) for task_id in ids]
-        return [task for task in tasks if task is not None]
+        return Submitted(task_id, outcome, ahead=int(text(answer[1])))
 
     async def get(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.keys.task(task_id))  # type: ignore[misc]
-        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+        return {text(k): text(v) for k, v in raw.items()} if raw else None
 
     async def cancel(self, task: Mapping[str, str]) -> str | None:
         """`cancelled`, or the status that forbids it (None: the task is gone)."""
@@ -219,16 +236,36 @@ class TaskQueue:
                 keys.active(task["key_id"]),
                 keys.active(),
             ],
-            args=[now_iso(), self.result_ttl_s],
+            args=[now_iso(), self.result_ttl_s, keys.finished()],
         )
-        return None if answer is None else _text(answer)
+        return None if answer is None else text(answer)
 
     async def completion_rate(self) -> float:
-        """Tasks finished per second over the last RATE_WINDOW_S, all replicas together."""
-        now = int(time.time())
-        names = [self.keys.done(second) for second in range(now - RATE_WINDOW_S, now)]
-        counts = await self.redis.mget(names)
-        return sum(int(count) for count in counts if count is not None) / RATE_WINDOW_S
+        """Tasks finished per second, all replicas together: over the last RATE_WINDOW_S,
+        or since the first completion in it on a queue younger than that."""
+        now = time.time()
+        first = int(now) - RATE_WINDOW_S
+        counts = await self.redis.mget([self.keys.done(s) for s in range(first, int(now) + 1)])
+        counted = [(first + i, int(c)) for i, c in enumerate(counts) if c is not None]
+        if not counted:
+            return 0.0
+        # At least a second: a first burst is not extrapolated from a few milliseconds.
+        covered = max(now - counted[0][0], 1.0)
+        return sum(count for _, count in counted) / covered
+
+    async def recent_completion_rate(self) -> float:
+        """`completion_rate` as read at most RATE_CACHE_S ago on this replica; concurrent
+        callers share one read."""
+        cached = self._rate
+        if cached is not None and time.monotonic() - cached[0] < RATE_CACHE_S:
+            return cached[1]
+
+        async def read() -> float:
+            rate = await self.completion_rate()
+            self._rate = (time.monotonic(), rate)
+            return rate
+
+        return await self._rate_read.load(None, read)
 
     async def depths(self) -> dict[str, int]:
         """Tasks waiting (not yet taken) per level."""
@@ -282,11 +319,11 @@ class TaskQueue:
         )
         taken = []
         for stream, entries in answer or []:
-            level = _text(stream).rsplit(":", 1)[1]
+            level = text(stream).rsplit(":", 1)[1]
             for entry, fields in entries:
                 task_id = fields.get(b"task") or fields.get("task")
                 if task_id is not None:
-                    taken.append(TakenTask(level, _text(entry), _text(task_id)))
+                    taken.append(TakenTask(level, text(entry), text(task_id)))
         return taken
 
     async def take_over(self, consumer: str, idle_ms: int, count: int) -> list[TakenTask]:
@@ -300,7 +337,7 @@ class TaskQueue:
             for entry, fields in answer[1]:
                 task_id = (fields or {}).get(b"task") or (fields or {}).get("task")
                 if task_id is not None:
-                    taken.append(TakenTask(level, _text(entry), _text(task_id)))
+                    taken.append(TakenTask(level, text(entry), text(task_id)))
         return taken
 
     async def renew(self, consumer: str, running: Sequence[TakenTask]) -> None:
@@ -314,52 +351,59 @@ class TaskQueue:
             owned: Any = await self.redis.xpending_range(
                 stream, GROUP, "-", "+", len(entries) + 100, consumername=consumer
             )
-            mine = [e["message_id"] for e in owned if _text(e["message_id"]) in entries]
+            mine = [e["message_id"] for e in owned if text(e["message_id"]) in entries]
             if mine:
                 await self.redis.xclaim(stream, GROUP, consumer, 0, mine, justid=True)
 
     async def start(self, consumer: str, task: TakenTask) -> str:
-        """`run`, `exhausted` (taken too often), or `done`/`gone` (acknowledged here)."""
-        answer = await self._start(
-            keys=[self.keys.task(task.task_id)], args=[consumer, now_iso(), MAX_DELIVERIES]
-        )
-        outcome = _text(answer[0])
-        if outcome in ("done", "gone"):
-            await self.acknowledge(task)
-        return outcome
+        """One task's `start_many` outcome."""
+        return (await self.start_many(consumer, [task]))[0].outcome
 
-    async def acknowledge(self, task: TakenTask) -> None:
-        stream = self.keys.stream(task.level)
-        await self.redis.xack(stream, GROUP, task.entry)
-        await self.redis.xdel(stream, task.entry)
+    async def start_many(self, consumer: str, tasks: Sequence[TakenTask]) -> list[Started]:
+        """Mark taken tasks running, in one round trip; each with its fields."""
+        if not tasks:
+            return []
+        answer: Any = await self._start(
+            keys=[
+                key for t in tasks for key in (self.keys.task(t.task_id), self.keys.stream(t.level))
+            ],
+            args=[consumer, now_iso(), MAX_DELIVERIES, GROUP, *(t.entry for t in tasks)],
+        )
+        started = []
+        for item in answer:
+            outcome = text(item[0])
+            flat = item[1] if outcome in ("run", "exhausted") else []
+            fields = {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+            started.append(Started(outcome, fields))
+        return started
 
     async def finish(
         self, consumer: str, task: TakenTask, key_id: str, *, status: str, value: Any
     ) -> bool:
-        """Record the outcome; False when the task was no longer this consumer's (it
-        was taken over), so that only one replica reports it."""
+        """One task's `finish_many`."""
+        return (await self.finish_many(consumer, [Outcome(task, key_id, status, value)]))[0]
+
+    async def finish_many(self, consumer: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Record outcomes in one round trip; per task False when it was no longer this
+        consumer's (it was taken over), so that only one replica reports it."""
+        if not outcomes:
+            return []
         keys = self.keys
-        field = "result" if status == "completed" else "error"
-        finished = await self._finish(
-            keys=[
-                keys.task(task.task_id),
-                keys.stream(task.level),
-                keys.active(key_id),
-                keys.active(),
-                keys.done(int(time.time())),
-            ],
-            args=[
-                consumer,
-                status,
-                field,
-                orjson.dumps(value),
-                now_iso(),
-                self.result_ttl_s,
-                task.entry,
-                GROUP,
-            ],
+        task_keys: list[str] = []
+        task_args: list[Any] = []
+        for o in outcomes:
+            task_keys += [
+                keys.task(o.taken.task_id),
+                keys.stream(o.taken.level),
+                keys.active(o.key_id),
+            ]
+            field = "result" if o.status == "completed" else "error"
+            task_args += [o.taken.entry, o.status, field, orjson.dumps(o.value)]
+        finished: Any = await self._finish(
+            keys=[keys.active(), keys.done(int(time.time())), *task_keys],
+            args=[consumer, now_iso(), self.result_ttl_s, GROUP, keys.finished(), *task_args],
         )
-        return bool(finished)
+        return [bool(flag) for flag in finished]
 
     async def record(self, task_id: str, field: str, value: Any) -> None:
         """Set one field of a task that still exists (a callback's delivery, say)."""
@@ -377,52 +421,9 @@ class TaskQueue:
         stream = self.keys.stream(own)
         groups = await self.redis.xinfo_groups(stream)
         delivered = next(
-            (_text(g["last-delivered-id"]) for g in groups if _text(g["name"]) == GROUP), "0-0"
+            (text(g["last-delivered-id"]) for g in groups if text(g["name"]) == GROUP), "0-0"
         )
         if _stream_id(task["entry"]) <= _stream_id(delivered):
             return None  # taken, not started yet
         before: Any = await self.redis.xrange(stream, f"({delivered}", f"({task['entry']}")
         return ahead + len(before) + 1
-
-    # --- operators --------------------------------------------------------------
-
-    async def running(self) -> dict[str, int]:
-        """Entries taken and not yet finished per level (XPENDING): running, or held by
-        a replica that stopped until another takes them over."""
-        running: dict[str, int] = {}
-        for level in LEVELS:
-            try:
-                pending = await self.redis.xpending(self.keys.stream(level), GROUP)
-            except ResponseError:  # no stream or group yet
-                pending = {"pending": 0}
-            running[level] = int(pending["pending"])
-        return running
-
-    async def consumers(self) -> list[Consumer]:
-        """Every consumer the group has seen, live ones (least idle) first. A worker
-        blocks on every level at once, so its idle time is its least on any stream."""
-        found: dict[str, Consumer] = {}
-        for level in LEVELS:
-            try:
-                answer: Any = await self.redis.xinfo_consumers(self.keys.stream(level), GROUP)
-            except ResponseError:  # no stream or group yet
-                continue
-            for row in answer:
-                name, pending, idle = _text(row["name"]), int(row["pending"]), int(row["idle"])
-                seen = found.get(name)
-                if seen is not None:
-                    pending, idle = pending + seen.pending, min(idle, seen.idle_ms)
-                found[name] = Consumer(name, pending, idle)
-        return sorted(found.values(), key=lambda consumer: (consumer.idle_ms, consumer.name))
-
-    async def recent_from(self, start: int, count: int) -> list[dict[str, str]]:
-        """Up to `count` tasks from the `start`-th newest on, newest first (expired ones
-        left out), their hashes read in one round trip."""
-        ids = await self.redis.zrevrange(self.keys.index(), start, start + count - 1)
-        if not ids:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in ids:
-                pipe.hgetall(self.keys.task(_text(task_id)))
-            answers = await pipe.execute()
-        return [{_text(k): _text(v) for k, v in raw.items()} for raw in answers if raw]

@@ -17,6 +17,7 @@ from control_plane.jobs.callbacks import Delivery, deliver
 from control_plane.jobs.queue import TaskQueue
 from control_plane.jobs.stream_flush import StreamFlusher
 from control_plane.jobs.streams import StreamStore
+from control_plane.jobs.waiting import TaskWaiters
 from control_plane.jobs.worker import TaskWorker
 from control_plane.keys.webhooks import webhook_secret
 
@@ -37,10 +38,12 @@ class Jobs:
     redis: Redis  # the worker's own connections: its reads block
     callbacks: httpx.AsyncClient
     flusher: StreamFlusher
+    waiters: TaskWaiters
 
     async def stop(self) -> None:
         await self.flusher.stop()
         await self.worker.stop()
+        await self.waiters.stop()
         await self.callbacks.aclose()
         await self.redis.aclose()
 
@@ -89,7 +92,8 @@ def start_jobs(components: Components, settings: Settings, redis: Redis | None) 
     answer 503."""
     if redis is None or settings.redis_url is None:
         return None
-    components.add(TaskQueue, _queue(redis, settings))
+    queue = _queue(redis, settings)
+    components.add(TaskQueue, queue)
     # No read timeout: a worker's read blocks on an empty queue by design.
     worker_redis = Redis.from_url(
         settings.redis_url,
@@ -97,6 +101,10 @@ def start_jobs(components: Components, settings: Settings, redis: Redis | None) 
         socket_keepalive=True,
         health_check_interval=settings.redis_health_check_interval_s,
     )
+    # Polls that wait for a task, woken through one subscription (on the worker's pool).
+    waiters = TaskWaiters(worker_redis, queue.keys.finished())
+    components.add(TaskWaiters, waiters)
+    waiters.start()
 
     async def run(task: Mapping[str, str]) -> dict[str, Any]:
         return await service.run_task(components, task)
@@ -128,4 +136,4 @@ def start_jobs(components: Components, settings: Settings, redis: Redis | None) 
     flusher = StreamFlusher(streams, components, poll_s=settings.stream_flush_poll_s)
     components.add(StreamFlusher, flusher)
     flusher.start()
-    return Jobs(worker, worker_redis, callbacks, flusher)
+    return Jobs(worker, worker_redis, callbacks, flusher, waiters)

@@ -10,6 +10,7 @@ the caller could have been told at once, but for the model call itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Mapping
@@ -32,8 +33,9 @@ from control_plane.core.errors import (
 )
 from control_plane.core.settings import Settings
 from control_plane.jobs.callback_urls import check_callback_url
-from control_plane.jobs.queue import TaskQueue
+from control_plane.jobs.queue import FINISHED, TaskQueue
 from control_plane.jobs.schemas import AsyncPredictRequest, AsyncSubmitResponse, TaskView
+from control_plane.jobs.waiting import UNSUBSCRIBED_RECHECK_S, TaskWaiters
 from control_plane.keys.access import visible_model
 from control_plane.keys.schemas import Principal
 from control_plane.model_core.catalog import ModelCatalog
@@ -138,9 +140,10 @@ async def _submit_answer(
 
 
 async def _estimated_completion(components: Components, model_id: int, position: int) -> str | None:
-    """From the queue's completion rate over the last minute (every replica); on an
-    idle queue, from the model's measured inference time; else unknown."""
-    rate = await queue_of(components).completion_rate()
+    """From the queue's completion rate (every replica, as this replica read it at most
+    a second ago); on an idle queue, from the model's measured inference time; else
+    unknown."""
+    rate = await queue_of(components).recent_completion_rate()
     if rate > 0:
         seconds = position / rate
     else:
@@ -165,6 +168,34 @@ async def visible_task(components: Components, key: Principal, task_id: str) -> 
     task = await queue_of(components).get(task_id)
     if task is None or not may_see(key, task):
         raise task_not_found(task_id)
+    return task
+
+
+async def awaited_task(
+    components: Components, key: Principal, task_id: str, wait_ms: int
+) -> dict[str, str]:
+    """The task once it is finished, or as it is when `wait_ms` has passed (at once for
+    0). Woken by the replica's completion subscription (`waiting.py`); without one
+    (no worker runtime here), the task is read again every few milliseconds."""
+    if wait_ms <= 0:
+        return await visible_task(components, key, task_id)
+    waiters = components.find(TaskWaiters)
+    deadline = time.monotonic() + wait_ms / 1000
+    with contextlib.ExitStack() as stack:
+        woken = (
+            asyncio.Event() if waiters is None else stack.enter_context(waiters.watching(task_id))
+        )
+        task = await visible_task(components, key, task_id)
+        while task["status"] not in FINISHED:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            recheck = UNSUBSCRIBED_RECHECK_S if waiters is None else waiters.recheck_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, recheck)):
+                    await woken.wait()
+            woken.clear()
+            task = await visible_task(components, key, task_id)
     return task
 
 
@@ -219,7 +250,9 @@ async def run_task(components: Components, task: Mapping[str, str]) -> dict[str,
                 handle,
                 request["data"],
                 priority=task["priority"],
-                timeout_s=max(deadline - time.monotonic(), 0.001),
+                # The request's own deadline on the first try, as the synchronous door
+                # sends it: the coalescer merges only rows of equal deadlines.
+                timeout_s=timeout_s,
                 stats=components.get(InferenceStats),
                 return_probabilities=request["return_probabilities"],
                 batch_size=request["batch_size"],
@@ -231,6 +264,7 @@ async def run_task(components: Components, task: Mapping[str, str]) -> dict[str,
             if time.monotonic() + wait >= deadline:
                 raise
             await asyncio.sleep(min(wait, 1.0))
+            timeout_s = max(deadline - time.monotonic(), 0.001)
     return {
         **prediction.payload,
         "resolved_model_id": handle.model_id,

@@ -1,12 +1,11 @@
 """The async tasks' figures on `/metrics`, counted where they happen.
 
-Counters go through `core.metrics` (per process, like the others): tasks finished
-by status (counted by the replica that recorded the outcome, so once per task),
-tasks this replica took over from one that stopped, callbacks by outcome and
-their failed attempts. The latency, queued -> completed, is a sum and a count in
-seconds (core.metrics counts integers, and has no histograms). The queue depth
-per priority is read from Redis when scraped, and left out when Redis does not
-answer at once: a scrape must not hang on it.
+The families are `core.metrics`'s (summed over workers like the others): tasks
+finished by status (counted by the replica that recorded the outcome, so once per
+task), tasks this replica took over from one that stopped, callbacks by outcome
+and their failed attempts, and the latency, queued -> completed, as a histogram.
+The queue depth per priority is read from Redis when scraped, and left out when
+Redis does not answer at once: a scrape must not hang on it.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from threading import Lock
 
 from redis.exceptions import RedisError
 
@@ -25,38 +23,14 @@ from control_plane.jobs.queue import TaskQueue
 
 logger = logging.getLogger(__name__)
 
-FINISHED = "tasks.finished"  # {status="completed|failed"}
-REDELIVERIES = "task.redeliveries"
-CALLBACK_DELIVERIES = "callback.deliveries"  # {outcome="delivered|failed"}
-CALLBACK_ATTEMPTS_FAILED = "callback.attempts_failed"
 DEPTH_READ_TIMEOUT_S = 1.0
 
-_LATENCY = "conch_task_latency_seconds"
 _DEPTH = "conch_task_queue_depth"
-
-
-class _Latency:
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self.sum_s = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        with self._lock:
-            self.sum_s += seconds
-            self.count += 1
-
-    def read(self) -> tuple[float, int]:
-        with self._lock:
-            return self.sum_s, self.count
-
-
-_latency = _Latency()
 
 
 def task_finished(task: Mapping[str, str], status: str) -> None:
     """A task whose outcome this replica recorded."""
-    metrics.increment(metrics.labelled(FINISHED, status=status))
+    metrics.TASKS_FINISHED.labels(status).inc()
     if status != "completed":
         return
     try:
@@ -66,7 +40,7 @@ def task_finished(task: Mapping[str, str], status: str) -> None:
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     # Another replica's clock stamped it: never below zero.
-    _latency.observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
+    metrics.TASK_LATENCY_SECONDS.observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
 
 
 class CallbackCounter:
@@ -79,14 +53,14 @@ class CallbackCounter:
         # Every attempt failed but a delivered delivery's last one.
         failed = len(delivery.attempts) - (delivery.status == "delivered")
         if failed > self._failed:
-            metrics.increment(CALLBACK_ATTEMPTS_FAILED, failed - self._failed)
+            metrics.CALLBACK_ATTEMPTS_FAILED.inc(failed - self._failed)
             self._failed = failed
         if delivery.status != "retrying":
-            metrics.increment(metrics.labelled(CALLBACK_DELIVERIES, outcome=delivery.status))
+            metrics.CALLBACK_DELIVERIES.labels(delivery.status).inc()
 
 
 async def prometheus_text(queue: TaskQueue | None) -> str:
-    """The queue depth gauge (when Redis answers) and the latency summary."""
+    """The queue depth gauge, when Redis answers (else nothing)."""
     lines = []
     if queue is not None:
         try:
@@ -100,10 +74,4 @@ async def prometheus_text(queue: TaskQueue | None) -> str:
                 f"{metrics.labelled(_DEPTH, priority=level)} {depth}"
                 for level, depth in depths.items()
             ]
-    total_s, count = _latency.read()
-    lines += [
-        f"# TYPE {_LATENCY} summary",
-        f"{_LATENCY}_sum {total_s:.6f}",
-        f"{_LATENCY}_count {count}",
-    ]
-    return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines)

@@ -2,9 +2,12 @@
 
 Each replica runs one `TaskWorker` with up to `task_workers` tasks at a time.
 It takes the highest level that has work (every `starvation_every`-th take
-starts from the lowest, so low still moves under constant high load), runs the
-prediction through the model core at the task's Triton priority, and records the
-outcome. While a task runs its stream entry is renewed every third of
+starts from the lowest, so low still moves under constant high load), starts the
+tasks taken together in one round trip (`TaskQueue.start_many`, which answers
+their fields too), runs their predictions concurrently through the model core at
+each task's Triton priority (the core's coalescer merges their rows into shared
+Triton calls), and records the outcomes of tasks that finish together in one
+round trip (`_Finisher`). While a task runs its stream entry is renewed every third of
 `task_claim_after_s`; an entry not renewed that long belongs to a replica that
 died, and any live replica takes it over (`TaskQueue.take_over`). A task's
 outcome is recorded by one replica only (`TaskQueue.finish`), which then
@@ -25,7 +28,14 @@ from typing import Any
 from control_plane.core import metrics
 from control_plane.core.errors import ServiceUnavailableError, error_body
 from control_plane.jobs import task_metrics
-from control_plane.jobs.queue import LEVELS, MAX_DELIVERIES, TakenTask, TaskQueue
+from control_plane.jobs.queue import (
+    LEVELS,
+    MAX_DELIVERIES,
+    Outcome,
+    Started,
+    TakenTask,
+    TaskQueue,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,7 @@ class TaskWorker:
         self._stopping = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._followups: set[asyncio.Task[None]] = set()
+        self._finisher = _Finisher(queue, self.consumer)
 
     def start(self) -> None:
         if self._concurrency > 0 and not self._loops:
@@ -98,6 +109,7 @@ class TaskWorker:
             for task in late:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+        await self._finisher.drain(grace_s)
         if self._followups:
             await asyncio.wait(self._followups, timeout=grace_s)
             for followup in list(self._followups):
@@ -133,8 +145,7 @@ class TaskWorker:
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             delay = _RETRY_MIN_S
-            for task in taken:
-                self._launch(task)
+            self._launch(taken)
 
     async def _maintain_loop(self) -> None:
         """Renew what runs here; take over what a dead replica left."""
@@ -151,11 +162,12 @@ class TaskWorker:
                     await self.queue.renew(self.consumer, running)
                 free = self._concurrency - len(self._running)
                 if free > 0:
-                    for task in await self.queue.take_over(self.consumer, idle_ms, free):
+                    taken = await self.queue.take_over(self.consumer, idle_ms, free)
+                    for task in taken:
                         if task.entry not in self._running:  # else its own, renewed late
-                            metrics.increment(task_metrics.REDELIVERIES)
+                            metrics.TASK_REDELIVERIES.inc()
                         logger.info("taking over task %s (its replica stopped)", task.task_id)
-                        self._launch(task)
+                    self._launch(taken)
             except Exception as exc:
                 logger.warning("renewing or taking over async tasks failed: %s", exc)
 
@@ -170,32 +182,39 @@ class TaskWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
-    def _launch(self, taken: TakenTask) -> None:
-        if taken.entry in self._running:
-            return  # a takeover of an entry this replica already runs
-        task = asyncio.create_task(self._run(taken), name=f"conch-task-{taken.task_id}")
-        self._running[taken.entry] = (taken, task)
+    def _launch(self, taken: list[TakenTask]) -> None:
+        """Start the tasks taken together (one round trip), each then run on its own."""
+        fresh = [task for task in taken if task.entry not in self._running]
+        if not fresh:
+            return  # a takeover of entries this replica already runs
+        started = asyncio.ensure_future(self.queue.start_many(self.consumer, fresh))
+        for index, one in enumerate(fresh):
+            task = asyncio.create_task(
+                self._run(one, started, index), name=f"conch-task-{one.task_id}"
+            )
+            self._running[one.entry] = (one, task)
+            task.add_done_callback(self._freed(one))
 
+    def _freed(self, taken: TakenTask) -> Callable[[asyncio.Task[None]], None]:
         def done(_: asyncio.Task[None]) -> None:
             self._running.pop(taken.entry, None)
             self._slot_freed.set()
 
-        task.add_done_callback(done)
+        return done
 
     # --- running ----------------------------------------------------------------
 
-    async def _run(self, taken: TakenTask) -> None:
+    async def _run(
+        self, taken: TakenTask, started: asyncio.Future[list[Started]], index: int
+    ) -> None:
         try:
-            outcome = await self.queue.start(self.consumer, taken)
-            if outcome not in ("run", "exhausted"):
+            # Shielded: a task cancelled while its batch starts must not cancel the others'.
+            start = (await asyncio.shield(started))[index]
+            if start.outcome not in ("run", "exhausted"):
                 return  # cancelled, finished by another replica, or expired
-            task = await self.queue.get(taken.task_id)
-            if task is None:
-                return
-            status, value = await self._outcome(task, exhausted=outcome == "exhausted")
-            if await self.queue.finish(
-                self.consumer, taken, task["key_id"], status=status, value=value
-            ):
+            task = start.task
+            status, value = await self._outcome(task, exhausted=start.outcome == "exhausted")
+            if await self._finisher.finish(Outcome(taken, task["key_id"], status, value)):
                 self._follow_up(task, status, value)
                 task_metrics.task_finished(task, status)
         except asyncio.CancelledError:
@@ -228,6 +247,47 @@ class TaskWorker:
         self._followups.add(followup)
         followup.add_done_callback(self._followups.discard)
         followup.add_done_callback(_log_failure)
+
+
+class _Finisher:
+    """Outcomes recorded together: the first goes at once, and those that arrive while
+    a FINISH call is under way go in the next one (tasks whose rows shared a Triton
+    call finish together). Each task is still recorded once, by its own check in the
+    script (`TaskQueue.finish_many`)."""
+
+    def __init__(self, queue: TaskQueue, consumer: str) -> None:
+        self._queue = queue
+        self._consumer = consumer
+        self._waiting: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def finish(self, outcome: Outcome) -> bool:
+        recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcome, recorded))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush(), name="conch-task-finish")
+        return await recorded
+
+    async def _flush(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    flags = await self._queue.finish_many(self._consumer, [o for o, _ in batch])
+                except Exception as exc:
+                    for _, recorded in batch:
+                        if not recorded.done():
+                            recorded.set_exception(exc)
+                    continue
+                for (_, recorded), flag in zip(batch, flags, strict=True):
+                    if not recorded.done():  # its task may have been cancelled meanwhile
+                        recorded.set_result(flag)
+        finally:
+            self._flushing = None
+
+    async def drain(self, timeout_s: float) -> None:
+        if self._flushing is not None:
+            await asyncio.wait([self._flushing], timeout=timeout_s)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
+from control_plane.core import access_log, tracing
 from control_plane.core.components import Components
 from control_plane.core.errors import (
     NotFoundError,
@@ -88,10 +89,16 @@ class Policy:
     ) -> tuple[Principal, asyncio.Future[RateLimitResult] | None]:
         """The verified key (401 otherwise) and its rate-limit check, still running."""
         verifier = components.get(KeyVerifier)
-        principal = await verifier.verify(components.get(async_sessionmaker), token)
+        with tracing.span("conch.auth") as span:
+            principal = await verifier.verify(components.get(async_sessionmaker), token)
+            if span is not None:
+                span.set_attribute("conch.key_id", principal.key_id)
+        access_log.note_key(principal.key_id)
         if not components.get(Settings).rate_limit_enabled:
             return principal, None
-        return principal, components.get(RateLimiter).hit(principal.key_id, principal.rate_limit)
+        check = components.get(RateLimiter).hit(principal.key_id, principal.rate_limit)
+        tracing.span_until(check, "conch.rate_limit", _limit_attributes)
+        return principal, check
 
     async def authorize(
         self, components: Components, principal: Principal, resource_id: int | None
@@ -143,6 +150,10 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return credentials.strip() or None
+
+
+def _limit_attributes(result: RateLimitResult) -> dict[str, bool | int]:
+    return {"conch.rate_limit.allowed": result.allowed, "conch.rate_limit.limit": result.limit}
 
 
 class _PublicPolicy(Policy):

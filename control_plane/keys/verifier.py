@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from control_plane.core import metrics
 from control_plane.core.errors import AuthenticationError
 from control_plane.core.settings import default
 from control_plane.core.single_flight import SingleFlight
@@ -31,6 +32,7 @@ from control_plane.keys import tokens
 from control_plane.keys.schemas import Principal
 
 logger = logging.getLogger(__name__)
+_CACHE_HIT, _CACHE_MISS = metrics.cache_results("api_keys")
 
 
 class KeyVerifier:
@@ -66,7 +68,10 @@ class KeyVerifier:
         digest = tokens.hash_token(self._secret, token)
         trusted = self._events_current()
         principal = self._cached(digest) if trusted else None
-        if principal is None:
+        if principal is not None:
+            _CACHE_HIT.inc()
+        else:
+            _CACHE_MISS.inc()
             principal = await self._flights.load(
                 digest, lambda: self._load_and_store(sessionmaker, digest, trusted)
             )

@@ -47,7 +47,7 @@ async def apply_tuning(lifecycle: ModelLifecycle, tuning: EngineTuning) -> Reloa
             return None
         lifecycle.tuning = tuning
         lifecycle.max_loaded = tuning.model_cache_size or lifecycle.default_max_loaded
-        metrics.increment("lifecycle.engine_config_applied")
+        metrics.LIFECYCLE_ENGINE_CONFIG_APPLIED.inc()
         logger.info("engine configuration revision %d applied", tuning.revision)
         result = Reloaded()
         if tuning.batching != current.batching:
@@ -60,7 +60,7 @@ async def restart(lifecycle: ModelLifecycle) -> Reloaded:
     """Reload every loaded model (fresh backend instances), each swapped in place."""
     async with lifecycle.tuning_lock:
         lifecycle.generation += 1  # a changed config: Triton reloads even an unchanged model
-        metrics.increment("lifecycle.engine_restarts")
+        metrics.LIFECYCLE_ENGINE_RESTARTS.inc()
         return await _reload_all(lifecycle)
 
 
@@ -81,7 +81,7 @@ async def _reload(lifecycle: ModelLifecycle, names: list[str]) -> Reloaded:
         try:
             reloaded = await lifecycle.retune(name)
         except ConchError as exc:  # one refusal must not stop the others
-            metrics.increment("lifecycle.retune_failures")
+            metrics.LIFECYCLE_RETUNE_FAILURES.inc()
             logger.warning("could not reload %s with the engine configuration: %s", name, exc)
             lifecycle.untuned.add(name)
             result.failed[name] = exc.message
@@ -113,5 +113,5 @@ async def clear_cache(lifecycle: ModelLifecycle) -> Cleared:
             result.kept[name] = exc.message
             continue
         result.unloaded.append(name)
-    metrics.increment("lifecycle.cache_clears")
+    metrics.LIFECYCLE_CACHE_CLEARS.inc()
     return result

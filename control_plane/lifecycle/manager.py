@@ -58,6 +58,8 @@ class EngineBusyError(ServiceUnavailableError):
 
 # A request refused for concurrency is worth retrying almost at once.
 _BUSY_RETRY_AFTER_S = 1.0
+_LOADED = metrics.MODEL_LOAD_SECONDS.labels("loaded")
+_LOAD_FAILED = metrics.MODEL_LOAD_SECONDS.labels("failed")
 
 
 class ModelLifecycle:
@@ -149,7 +151,7 @@ class ModelLifecycle:
             await self.registration.check(name)
         status = self.status(name)
         status.touch()  # a cold model being asked for is the most recently used
-        metrics.increment("lifecycle.on_demand_loads")
+        metrics.LIFECYCLE_ON_DEMAND_LOADS.inc()
         await self.wait_loaded(name, self.request_wait_s)
         self._admit()
 
@@ -159,7 +161,7 @@ class ModelLifecycle:
         the request in the same step `ensure` returns in: no other request can slip in."""
         limit = self.tuning.max_concurrent_requests
         if limit is not None and self.triton.in_flight.total() >= limit:
-            metrics.increment("lifecycle.concurrency_refusals")
+            metrics.LIFECYCLE_CONCURRENCY_REFUSALS.inc()
             raise EngineBusyError(
                 f"this replica is serving its maximum of {limit} concurrent requests; "
                 "retry shortly",
@@ -286,10 +288,12 @@ class ModelLifecycle:
                 # Triton itself is the problem, not the model: no backoff, no record.
                 status.mark_unloaded()
                 status.state = LoadState.unloaded
-                metrics.increment("lifecycle.load_errors")
+                metrics.LIFECYCLE_LOAD_ERRORS.inc()
+                _LOAD_FAILED.observe(time.monotonic() - started)
                 logger.warning("loading %s: %s", name, exc.message)
                 raise
             except (ModelLoadError, TritonError) as exc:
+                _LOAD_FAILED.observe(time.monotonic() - started)
                 await self._fail(status, exc.message)
                 raise
             except BaseException:
@@ -300,8 +304,9 @@ class ModelLifecycle:
             if status.last_used == 0.0:
                 status.last_used = time.monotonic()  # loaded now: not the first to evict
         elapsed = time.monotonic() - started
-        metrics.increment("lifecycle.loads")
-        metrics.increment(metrics.labelled("lifecycle.model_loads", model=name))
+        _LOADED.observe(elapsed)
+        metrics.LIFECYCLE_LOADS.inc()
+        metrics.LIFECYCLE_MODEL_LOADS.labels(name).inc()
         logger.info("loaded and warmed %s in %.2fs", name, elapsed)
         await self._record_error(name, None)
         self._spawn(self.evict())
@@ -348,7 +353,7 @@ class ModelLifecycle:
 
     async def _fail(self, status: ModelStatus, reason: str) -> None:
         status.mark_failed(reason, retry_min_s=self.retry_min_s, retry_max_s=self.retry_max_s)
-        metrics.increment("lifecycle.load_failures")
+        metrics.LIFECYCLE_LOAD_FAILURES.inc()
         logger.warning(
             "model %s failed to load (attempt %d, retry in %.0fs): %s",
             status.triton_name, status.failures, status.retry_after_s, reason,
@@ -368,7 +373,7 @@ class ModelLifecycle:
         async with self._lock(name):
             await self._unload_in_triton(status)
             status.mark_unloaded()
-        metrics.increment("lifecycle.unloads")
+        metrics.LIFECYCLE_UNLOADS.inc()
         logger.info("unloaded %s", name)
 
     async def _unload_in_triton(self, status: ModelStatus) -> None:
@@ -378,7 +383,7 @@ class ModelLifecycle:
             await self.triton.unload(name)
         except TritonError as exc:
             status.mark_unload_failed(f"Triton did not unload {name!r}: {exc.message}", before)
-            metrics.increment("lifecycle.unload_failures")
+            metrics.LIFECYCLE_UNLOAD_FAILURES.inc()
             raise
         except BaseException:  # cancelled mid-unload: Triton's answer is unknown
             status.state = before
@@ -406,7 +411,7 @@ class ModelLifecycle:
             else:  # kept, with the reason, while Triton refuses: the next pass retries
                 await self._unload_in_triton(status)
             self.statuses.pop(name, None)
-        metrics.increment("lifecycle.retired")
+        metrics.LIFECYCLE_RETIRED.inc()
         logger.info("unloaded %s: it left the registry", name)
         return True
 
@@ -439,7 +444,7 @@ class ModelLifecycle:
                     status.evicted = False
                     logger.warning("could not evict %s: %s", name, exc.message)
                     continue
-                metrics.increment("lifecycle.evictions")
+                metrics.LIFECYCLE_EVICTIONS.inc()
                 evicted.append(name)
                 excess -= 1
         return evicted

@@ -122,7 +122,7 @@ class Reconciler:
 
     # Handlers return at once: the work runs in background tasks, never in a request.
     async def on_model_trained(self, event: ModelTrained) -> None:
-        metrics.increment("lifecycle.events.model_trained")
+        metrics.LIFECYCLE_EVENTS.labels("model_trained").inc()
         if self._registered is not None:
             self._registered.add(event.triton_name)  # handled here: not "fresh" later
         self.lifecycle.registration.registered([event.triton_name])  # (again, maybe)
@@ -130,15 +130,15 @@ class Reconciler:
         self.lifecycle.load_in_background(event.triton_name, retry_failed=True)
 
     async def on_model_deleted(self, event: ModelDeleted) -> None:
-        metrics.increment("lifecycle.events.model_deleted")
+        metrics.LIFECYCLE_EVENTS.labels("model_deleted").inc()
         self.lifecycle.retire_in_background(event.triton_name)
 
     async def on_slot_changed(self, event: SlotChanged) -> None:
-        metrics.increment("lifecycle.events.slot_changed")
+        metrics.LIFECYCLE_EVENTS.labels("slot_changed").inc()
         self.wake()
 
     async def on_engine_config_changed(self, event: EngineConfigChanged) -> None:
-        metrics.increment("lifecycle.events.engine_config_changed")
+        metrics.LIFECYCLE_EVENTS.labels("engine_config_changed").inc()
         if event.revision > self.lifecycle.tuning.revision:
             self.wake()  # the pass reads the row itself: SQL, not the event, is the truth
 
@@ -164,7 +164,7 @@ class Reconciler:
             await asyncio.sleep(self.watch_triton_s)
             was_live, live = live, await self.lifecycle.triton.is_live()
             if live and not was_live:
-                metrics.increment("lifecycle.triton_returns")
+                metrics.LIFECYCLE_TRITON_RETURNS.inc()
                 logger.warning("Triton is reachable again: reconciling now")
                 self.wake()
 
@@ -172,14 +172,17 @@ class Reconciler:
         while True:
             self._wake.clear()
             pause = self.interval_s
+            started = time.perf_counter()
             try:
                 await self.reconcile()
                 self.last_error = None
+                metrics.RECONCILE_LAST_SUCCESS.set(time.time())
             except (SQLAlchemyError, TritonError, OSError) as exc:
                 self.last_error = str(exc)
                 pause = min(pause, 5.0)  # e.g. Triton still starting beside us
-                metrics.increment("lifecycle.reconcile_errors")
+                metrics.LIFECYCLE_RECONCILE_ERRORS.inc()
                 logger.warning("reconcile failed (next in %.0fs): %s", pause, exc)
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
             # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
             # that lands as the event is set, and stop() then waited forever.
             with contextlib.suppress(TimeoutError):
@@ -222,7 +225,7 @@ class Reconciler:
         await lifecycle.evict()
         self.passes += 1
         self.last_pass_at = time.time()
-        metrics.increment("lifecycle.reconciles")
+        metrics.LIFECYCLE_RECONCILES.inc()
 
     async def _retire(self, name: str) -> None:
         try:

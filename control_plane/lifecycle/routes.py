@@ -53,9 +53,5 @@ async def engine_status(_: ReadGlobalKey, components: ComponentsDep) -> EngineSt
         compute_ms_total=sum(m.compute_ms_total for m in models),
         reconciler=components.get(Reconciler).snapshot(),
         listener_connected=components.get(EventBus).subscribed.is_set(),
-        counters={
-            name: count
-            for name, count in metrics.snapshot().items()
-            if name.startswith(("lifecycle.", "events."))
-        },
+        counters=metrics.snapshot("lifecycle.", "events."),
     )

@@ -23,7 +23,10 @@ import pydantic
 
 from conch_manifest.layout import manifest_path
 from conch_manifest.schema import Manifest
+from control_plane.core import metrics
 from control_plane.core.settings import default
+
+_CACHE_HIT, _CACHE_MISS = metrics.cache_results("manifests")
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,9 @@ class ManifestStore:
         entry = self._entries.get(triton_name)
         if entry is not None:
             self._entries.move_to_end(triton_name)
+            _CACHE_HIT.inc()
             return entry
+        _CACHE_MISS.inc()
         pending = self._pending.get(triton_name)
         if pending is None:
             pending = asyncio.create_task(self._read(triton_name))

@@ -31,6 +31,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from conch_manifest.schema import Manifest
+from control_plane.core import access_log, metrics
 from control_plane.core.errors import ModelLoadError, ModelNotFoundError, model_not_found
 from control_plane.core.request_id import current_request_id
 from control_plane.core.settings import default
@@ -42,6 +43,8 @@ from control_plane.manifests.store import ManifestStore
 from control_plane.model_core.handle import ModelHandle, build_handle
 
 logger = logging.getLogger(__name__)
+_MODELS_HIT, _MODELS_MISS = metrics.cache_results("models")
+_NAMES_HIT, _NAMES_MISS = metrics.cache_results("model_names")
 
 Sessionmaker = async_sessionmaker[AsyncSession]
 K = TypeVar("K")
@@ -77,10 +80,15 @@ class ModelCatalog:
         entry = self._entries.get(model_id)
         if entry is not None and trusted and time.monotonic() - entry[1] < self._ttl:
             self._entries.move_to_end(model_id)
+            _MODELS_HIT.inc()
+            access_log.note_model(entry[0].triton_name)
             return entry[0]
-        return await self._model_flights.load(
+        _MODELS_MISS.inc()
+        handle = await self._model_flights.load(
             model_id, lambda: self._verify(sessionmaker, model_id, trusted)
         )
+        access_log.note_model(handle.triton_name)
+        return handle
 
     async def _verify(
         self, sessionmaker: Sessionmaker, model_id: int, trusted: bool
@@ -123,7 +131,9 @@ class ModelCatalog:
         entry = self._names.get(ref)
         if entry is not None and trusted and time.monotonic() - entry[1] < self._ttl:
             self._names.move_to_end(ref)
+            _NAMES_HIT.inc()
             return entry[0]
+        _NAMES_MISS.inc()
         return await self._name_flights.load(ref, lambda: self._look_up(sessionmaker, ref, trusted))
 
     async def _look_up(

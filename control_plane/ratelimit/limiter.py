@@ -46,7 +46,7 @@ from control_plane.ratelimit.window import (
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_METRIC = "rate_limit_redis_fallback_total"
+FALLBACK_METRIC = metrics.RATE_LIMIT_REDIS_FALLBACK
 
 LimiterHealth = Literal["ok", "fallback", "not_configured"]
 
@@ -138,6 +138,7 @@ class RateLimiter:
         future: asyncio.Future[RateLimitResult] = asyncio.get_running_loop().create_future()
         refused = self.refused(key_id)
         if refused is not None:
+            metrics.RATE_LIMIT_LIMITED.inc()
             future.set_result(refused)
             return future
         waiting = self._waiting.get(key_id)
@@ -185,6 +186,9 @@ class RateLimiter:
         for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
+        admitted = sum(result.allowed for result in results)
+        metrics.RATE_LIMIT_ALLOWED.inc(admitted)
+        metrics.RATE_LIMIT_LIMITED.inc(len(results) - admitted)
         refusal = results[-1]
         if not refusal.allowed:
             self._refused_until[key_id] = (time.monotonic() + refusal.reset_s, refusal.limit)
@@ -198,7 +202,7 @@ class RateLimiter:
                 )
             except (RedisError, OSError) as exc:
                 self._redis_down(exc)
-        metrics.increment(FALLBACK_METRIC, wanted)
+        FALLBACK_METRIC.inc(wanted)
         fallback_limit, fallback_period = parse_rate(rate or self.fallback_rate)
         count = self._local.count(key_id, fallback_limit, fallback_period, wanted)
         return _answers(fallback_limit, count, wanted)

@@ -22,10 +22,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from control_plane.core import metrics
 from control_plane.core.settings import default
 from control_plane.core.single_flight import SingleFlight
 from control_plane.events.schemas import ModelDeleted, ModelTrained, SlotChanged
 from control_plane.routing.repository import get_project, project_model_ids, project_slots
+
+_CACHE_HIT, _CACHE_MISS = metrics.cache_results("routing")
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ class RoutingCache:
         trusted = self._events_current()
         entry = self._entries.get(project_id) if trusted else None
         if entry is not None and time.monotonic() - entry[1] < self._ttl:
+            _CACHE_HIT.inc()
             return entry[0]
+        _CACHE_MISS.inc()
         # One SQL read per project at a time, however many requests miss together.
         return await self._flights.load(
             project_id, lambda: self._load(sessionmaker, project_id, trusted)

@@ -31,6 +31,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from conch_manifest.priorities import DEFAULT_PRIORITY_LEVEL
+from control_plane.core import metrics, tracing
 from control_plane.core.errors import TritonTimeoutError, TritonUnavailableError
 from control_plane.core.settings import default
 from control_plane.triton.coalesce import CallSlots, RowCoalescer
@@ -339,10 +340,15 @@ class TritonGateway:
         timeout_s: float | None,
     ) -> dict[str, npt.NDArray[np.generic]]:
         self.in_flight[name] += 1
+        started = time.perf_counter()
+        ok = False
         try:
-            return await self._infer_once(name, inputs, outputs, priority, timeout_s)
+            result = await self._infer_once(name, inputs, outputs, priority, timeout_s)
+            ok = True
+            return result
         finally:
             self.in_flight[name] -= 1
+            metrics.observe_triton_call(name, ok, time.perf_counter() - started)
 
     async def _infer_once(
         self,
@@ -352,8 +358,25 @@ class TritonGateway:
         priority: int,
         timeout_s: float | None,
     ) -> dict[str, npt.NDArray[np.generic]]:
+        if tracing.tracer is None:
+            return await self._infer_sent(name, inputs, outputs, priority, timeout_s, None)
+        protocol = "grpc" if self._http is None else "http"
+        attributes = {"triton.model_name": name, "network.protocol.name": protocol}
+        with tracing.client_span("triton infer", attributes) as traceparent:
+            return await self._infer_sent(name, inputs, outputs, priority, timeout_s, traceparent)
+
+    async def _infer_sent(
+        self,
+        name: str,
+        inputs: dict[str, npt.NDArray[np.generic]],
+        outputs: Sequence[str],
+        priority: int,
+        timeout_s: float | None,
+        traceparent: str | None,
+    ) -> dict[str, npt.NDArray[np.generic]]:
+        """`traceparent` (None: none) makes Triton's spans children of the caller's."""
         if self._http is not None:
-            return await self._http.infer(name, inputs, outputs, priority, timeout_s)
+            return await self._http.infer(name, inputs, outputs, priority, timeout_s, traceparent)
         tensors = []
         for input_name, array in inputs.items():
             kind = datatype(array)
@@ -371,5 +394,6 @@ class TritonGateway:
             outputs=[InferRequestedOutput(o) for o in outputs],
             priority=priority,
             client_timeout=self.timeout_s if timeout_s is None else timeout_s,
+            headers=None if traceparent is None else {"traceparent": traceparent},
         )
         return {o: result.as_numpy(o) for o in outputs}

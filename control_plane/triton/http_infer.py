@@ -56,10 +56,12 @@ class TritonHttpInference(TritonHttpPool):
         outputs: Sequence[str],
         priority: int = 0,
         timeout_s: float | None = None,
+        traceparent: str | None = None,
     ) -> Tensors:
-        """One inference; `priority` is Triton's level (0: the model's default) and
-        `timeout_s` this call's deadline (None: the client's)."""
-        request = _encode(name, inputs, outputs, priority)
+        """One inference; `priority` is Triton's level (0: the model's default),
+        `timeout_s` this call's deadline (None: the client's), `traceparent` the W3C
+        trace context Triton's spans join (None: none sent)."""
+        request = _encode(name, inputs, outputs, priority, traceparent)
         try:
             answer = await self.exchange(
                 request, wanted_headers=_WANTED_HEADERS, timeout_s=timeout_s
@@ -73,7 +75,13 @@ class TritonHttpInference(TritonHttpPool):
         )
 
 
-def _encode(name: str, inputs: Tensors, outputs: Sequence[str], priority: int = 0) -> bytes:
+def _encode(
+    name: str,
+    inputs: Tensors,
+    outputs: Sequence[str],
+    priority: int = 0,
+    traceparent: str | None = None,
+) -> bytes:
     raws = [tensor_bytes(array) for array in inputs.values()]
     request: dict[str, Any] = {
         "inputs": [
@@ -91,12 +99,13 @@ def _encode(name: str, inputs: Tensors, outputs: Sequence[str], priority: int = 
         request["parameters"] = {"priority": priority}
     header = orjson.dumps(request)
     length = len(header) + sum(len(raw) for raw in raws)
+    trace_line = "" if traceparent is None else f"traceparent: {traceparent}\r\n"
     head = (
         f"POST /v2/models/{name}/infer HTTP/1.1\r\n"
         "Host: triton\r\n"
         "Content-Type: application/octet-stream\r\n"
         f"Inference-Header-Content-Length: {len(header)}\r\n"
-        f"Content-Length: {length}\r\n\r\n"
+        f"Content-Length: {length}\r\n{trace_line}\r\n"
     )
     return b"".join([head.encode(), header, *raws])
 

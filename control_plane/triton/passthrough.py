@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from control_plane.core import tracing
 from control_plane.core.errors import (
     BadRequestError,
     ConchError,
@@ -119,7 +120,15 @@ class TritonPassthrough(TritonHttpPool):
 
         `target` is the path (and query) on Triton, already percent-encoded.
         """
-        request = _request(method, target, headers, body)
+        if tracing.tracer is None:
+            return await self._forward(_request(method, target, headers, body), timeout_s)
+        attributes = {"http.request.method": method, "url.path": target}
+        with tracing.client_span("triton forward", attributes) as traceparent:
+            if traceparent is not None:  # Triton's spans join the trace
+                headers = [*headers, (b"traceparent", traceparent.encode())]
+            return await self._forward(_request(method, target, headers, body), timeout_s)
+
+    async def _forward(self, request: bytes, timeout_s: float | None) -> TritonAnswer:
         try:
             answer = await self.exchange(
                 request, wanted_headers=RETURNED_RESPONSE_HEADERS, timeout_s=timeout_s

@@ -247,5 +247,6 @@ LANE_ENDPOINTS = (
         re.compile(r"/v2/models/([^/]{1,256})(?:/versions/([1-9][0-9]{0,18}))?/infer"),
         PREDICT_ANY,
         _lane_infer,
+        route="/v2/models/{name}/infer",
     ),
 )

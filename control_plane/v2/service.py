@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from control_plane.core import metrics
 from control_plane.core.components import Components
 from control_plane.core.errors import ModelNotFoundError, ServiceUnavailableError
 from control_plane.model_core.handle import ModelHandle
@@ -128,10 +129,18 @@ class _Forward:
         # Requests inside Triton per model: the lifecycle never evicts a model in use.
         in_flight = self.gateway.in_flight
         in_flight[self.triton_name] += 1
+        started = time.perf_counter()
+        ok = False
         try:
-            return await self.passthrough.forward(self.method, self.target, self.headers, self.body)
+            answer = await self.passthrough.forward(
+                self.method, self.target, self.headers, self.body
+            )
+            ok = answer.ok
+            return answer
         finally:
             in_flight[self.triton_name] -= 1
+            if self.method == "POST":  # an inference, as the gateway's calls are counted
+                metrics.observe_triton_call(self.triton_name, ok, time.perf_counter() - started)
 
     async def _model_ready(self) -> bool:
         target = model_target(self.triton_name, None, "/ready")

@@ -68,6 +68,8 @@ OTHER_VALUES = {
     "triton_infer_protocol": "grpc",
     "rate_limit": "7/second",
     "rate_limit_fallback": "7/second",
+    "otlp_endpoint": "http://collector.example:4318",
+    "otlp_traces_endpoint": "http://collector.example:4318/v1/traces",
 }
 
 

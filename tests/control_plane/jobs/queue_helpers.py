@@ -17,10 +17,10 @@ from control_plane.jobs.queue import TaskQueue
 from control_plane.jobs.worker import TaskWorker
 
 
-def fresh_queue(redis: Redis, **bounds: int) -> TaskQueue:
+def fresh_queue(redis: Redis, *, namespace: str | None = None, **bounds: int) -> TaskQueue:
     return TaskQueue(
         redis,
-        f"test-{uuid.uuid4().hex[:8]}",
+        namespace or f"test-{uuid.uuid4().hex[:8]}",
         max_per_key=bounds.get("max_per_key", 1000),
         max_queued=bounds.get("max_queued", 10_000),
         result_ttl_s=bounds.get("result_ttl_s", 600),

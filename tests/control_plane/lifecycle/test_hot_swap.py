@@ -43,6 +43,11 @@ def events_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
         yield started
 
 
+# `/api/v1/engine`'s counters (core/metrics.py `snapshot`).
+TRAINED_HEARD = 'lifecycle.events{type="model_trained"}'
+SLOT_CHANGE_HEARD = 'events.received{type="slot_changed"}'
+
+
 def _engine(cluster: Cluster, replica: int) -> dict[str, object]:
     response = httpx.get(f"{cluster.urls[replica]}/api/v1/engine", headers=cluster.admin)
     assert response.status_code == 200, response.text
@@ -59,7 +64,7 @@ def _counter(cluster: Cluster, replica: int, name: str) -> int:
 def test_export_and_register_reaches_both_replicas_by_the_event(events_cluster: Cluster) -> None:
     cluster = events_cluster
     name = cluster.new_model()  # exported into the shared repository
-    heard_before = [_counter(cluster, r, "lifecycle.events.model_trained") for r in (0, 1)]
+    heard_before = [_counter(cluster, r, TRAINED_HEARD) for r in (0, 1)]
     started = time.monotonic()
     # The code path of `conch export ... --register`.
     model = register_with_control_plane(cluster.urls[0], cluster.admin_key, name)
@@ -80,7 +85,7 @@ def test_export_and_register_reaches_both_replicas_by_the_event(events_cluster: 
     )
     # Each replica handled the one model_trained (the publisher locally, the other over
     # Redis); with reconciliation an hour apart, nothing else loads a new model here.
-    heard = [_counter(cluster, r, "lifecycle.events.model_trained") for r in (0, 1)]
+    heard = [_counter(cluster, r, TRAINED_HEARD) for r in (0, 1)]
     assert [after - before for after, before in zip(heard, heard_before, strict=True)] == [1, 1]
 
 
@@ -89,7 +94,7 @@ async def test_slot_swap_under_steady_load_fails_no_request(events_cluster: Clus
     old_id = cluster.slot_model_id
     new_id = cluster.register(cluster.new_model())
     cluster.wait_loaded_everywhere(new_id)
-    heard_before = [_counter(cluster, r, "events.received.slot_changed") for r in (0, 1)]
+    heard_before = [_counter(cluster, r, SLOT_CHANGE_HEARD) for r in (0, 1)]
     # (replica, sent at, answered at, status, model_id) in the order sent, which is the
     # order answered: the generator sends one request at a time.
     results: list[tuple[int, float, float, int, int | None]] = []
@@ -158,7 +163,7 @@ async def test_slot_swap_under_steady_load_fails_no_request(events_cluster: Clus
         assert set(served[first_new:]) == {new_id}, (replica, served)
     # Every replica heard the one slot_changed over Redis (its routing cache drops the
     # project on it; the cache's TTL is only the fallback for a lost event).
-    heard = [_counter(cluster, r, "events.received.slot_changed") for r in (0, 1)]
+    heard = [_counter(cluster, r, SLOT_CHANGE_HEARD) for r in (0, 1)]
     assert [after - before for after, before in zip(heard, heard_before, strict=True)] == [1, 1]
 
 

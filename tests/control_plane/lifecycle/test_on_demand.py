@@ -35,8 +35,7 @@ async def test_concurrent_requests_for_a_cold_model_share_one_load(
 ) -> None:
     await _unload(app, recommenders["b"])
     # Per model: a background reconcile may load other models meanwhile.
-    counter = metrics.labelled("lifecycle.model_loads", model=recommenders["b"])
-    before = metrics.value(counter)
+    before = metrics.value(metrics.LIFECYCLE_MODEL_LOADS, model=recommenders["b"])
     responses = await asyncio.gather(
         *(
             client.post(
@@ -48,7 +47,7 @@ async def test_concurrent_requests_for_a_cold_model_share_one_load(
         )
     )
     assert [r.status_code for r in responses] == [200] * 8
-    assert metrics.value(counter) - before == 1
+    assert metrics.value(metrics.LIFECYCLE_MODEL_LOADS, model=recommenders["b"]) - before == 1
 
 
 async def test_a_load_longer_than_the_deadline_answers_503_with_retry_after(
