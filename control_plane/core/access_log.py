@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
 import threading
 import time
 from contextvars import ContextVar, Token
@@ -167,13 +166,12 @@ _installed: BatchWriter | None = None
 def configure_logging(
     level: str, log_format: LogFormat, *, access_log: bool = True, stream: TextIO | None = None
 ) -> None:
-    """Root logging for the service, to `stream` (the process's stderr: the real one,
-    which a test harness swapping `sys.stderr` leaves open); calling it again
+    """Root logging for the service, to `stream` (None: stderr); calling it again
     replaces what it installed."""
     global _installed
     _uninstall()
     formatter = JsonFormatter() if log_format == "json" else ConsoleFormatter()
-    handler = BatchWriter(stream or sys.__stderr__ or sys.stderr, formatter)
+    handler = BatchWriter(stream, formatter)
     handler.addFilter(_StampRequestId())
     root = logging.getLogger()
     root.addHandler(handler)

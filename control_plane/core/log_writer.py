@@ -7,12 +7,15 @@ the line did. Here the emitting thread (the event loop) only appends the record
 to a deque; the writer wakes every `interval_s` (at once for a WARNING or
 worse), formats what accumulated and writes it in one call. A stalled stderr
 never stalls a request; past `max_pending` records waiting, new ones are dropped
-and the drop is written once the stream takes lines again.
+and the drop is written once the stream takes lines again. Without a `stream`,
+lines go to `sys.stderr` as it is when they are written (a test harness that
+captures stderr captures them).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections import deque
 from typing import TextIO
@@ -21,7 +24,7 @@ from typing import TextIO
 class BatchWriter(logging.Handler):
     def __init__(
         self,
-        stream: TextIO,
+        stream: TextIO | None,
         formatter: logging.Formatter,
         *,
         interval_s: float = 0.05,
@@ -83,9 +86,10 @@ class BatchWriter(logging.Handler):
             self.dropped = 0
         if not lines:
             return
+        stream = self._stream or sys.stderr
         try:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
         except Exception:
             if last is not None:
                 self.handleError(last)

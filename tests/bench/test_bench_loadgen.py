@@ -60,14 +60,23 @@ def test_errors_are_counted_with_their_messages() -> None:
     assert summary.first_errors and "Connect" in summary.first_errors[0]
 
 
+# The window is long enough for every user to send its first request on a busy
+# machine (the first aiohttp call is slow).
+_WINDOW_S = 3.0
+_USERS = 3
+
+
 class _SlowHandler(BaseHTTPRequestHandler):
-    """Answers every request after LATE_S: longer than the measurement window."""
+    """Holds every answer until all users have sent, then a whole window longer: the
+    last send is inside the window, so each answer comes after its end."""
 
     protocol_version = "HTTP/1.1"
+    all_sent = threading.Barrier(_USERS)
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        time.sleep(_LATE_S)
+        self.all_sent.wait(timeout=30)
+        time.sleep(_WINDOW_S)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -77,12 +86,6 @@ class _SlowHandler(BaseHTTPRequestHandler):
         pass
 
 
-# The window is long enough for every user to send its first request on a busy
-# machine (the first aiohttp call is slow); each answer comes after the window.
-_WINDOW_S = 1.0
-_LATE_S = 2.0
-
-
 def test_requests_answered_after_the_window_are_counted_late() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -90,14 +93,14 @@ def test_requests_answered_after_the_window_are_counted_late() -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/predict"
         target = RestTarget(url=url, bodies=(b"{}",))
-        # Each of the 3 users sends once inside the window; none is answered in it.
-        spec = LoadSpec(concurrency=3, duration_s=_WINDOW_S, warmup_s=0.0, processes=1)
+        # Each user sends once inside the window; none is answered in it.
+        spec = LoadSpec(concurrency=_USERS, duration_s=_WINDOW_S, warmup_s=0.0, processes=1)
         summary = run_load(target, spec)
     finally:
         server.shutdown()
         server.server_close()
     assert summary.errors == 0, summary.first_errors
     assert summary.requests == 0 and summary.throughput_rps == 0  # none inside the window
-    assert summary.late == 3
+    assert summary.late == _USERS
     # ... but their latencies are the tail, not silently dropped from it.
-    assert summary.latency_ms["p50"] >= _LATE_S * 1e3 * 0.99
+    assert summary.latency_ms["p50"] >= _WINDOW_S * 1e3 * 0.99

@@ -390,7 +390,7 @@ async def _call(
         **ids,
         name=ids["model_id"],
         version=1,
-        job_id="no-such-job",
+        job_id="0" * 32,  # a job id's shape, no such job
         task_id=NO_SUCH_TASK,
         stream_id=NO_SUCH_STREAM,
     )

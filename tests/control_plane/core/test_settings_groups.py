@@ -70,6 +70,8 @@ OTHER_VALUES = {
     "rate_limit_fallback": "7/second",
     "otlp_endpoint": "http://collector.example:4318",
     "otlp_traces_endpoint": "http://collector.example:4318/v1/traces",
+    "log_level": "WARNING",
+    "log_format": "console",
 }
 
 
