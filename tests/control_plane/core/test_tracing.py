@@ -107,7 +107,16 @@ async def _joined(receiver: OtlpReceiver, trace_id: str, conch_call: str) -> lis
         calls = {s.span_id for s in spans_of(tracing.SERVICE_NAME, conch_call)}
         return any(s.parent_id in calls for s in spans_of(TRITON, "InferRequest"))
 
-    await until(joined, f"Triton's spans never joined trace {trace_id} under {conch_call!r}")
+    def arrived() -> str:
+        return ", ".join(f"{s.service}:{s.name}" for s in receiver.spans(trace_id)) or "none"
+
+    try:
+        await until(joined, "")
+    except AssertionError:
+        raise AssertionError(
+            f"Triton's spans never joined trace {trace_id} under {conch_call!r}; "
+            f"arrived: {arrived()}"
+        ) from None
     return receiver.spans(trace_id)
 
 
