@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -38,6 +40,15 @@ from control_plane.triton.coalesce import CallSlots, RowCoalescer
 from control_plane.triton.errors import is_not_loaded, load_error, short_reason, triton_error
 from control_plane.triton.http_infer import TritonHttpInference
 from control_plane.triton.tensors import datatype, elements_as_bytes
+
+
+def _as_dict(answer: Message) -> dict[str, Any]:
+    """A Triton answer as tritonclient's `as_json=True` gives it (protobuf's JSON
+    mapping: 64-bit integers as strings), without its JSON round trip: that one
+    indents, which takes the json module's pure-Python encoder, whose closures are a
+    reference cycle left for the collector at every reconciliation pass."""
+    as_dict: dict[str, Any] = MessageToDict(answer, preserving_proto_field_name=True)
+    return as_dict
 
 
 class TritonGateway:
@@ -104,8 +115,10 @@ class TritonGateway:
         gateway, each from its own readiness: one bad entry must not blind the rest.
         """
         try:
-            index = await self.client.get_model_repository_index(
-                as_json=True, client_timeout=self.timeout_s
+            index = _as_dict(
+                await self.client.get_model_repository_index(
+                    as_json=False, client_timeout=self.timeout_s
+                )
             )
         except InferenceServerException as exc:
             error = triton_error(exc, "repository index")
@@ -175,31 +188,33 @@ class TritonGateway:
 
     async def statistics(self, name: str) -> dict[str, Any]:
         try:
-            stats = await self.client.get_inference_statistics(
-                name, as_json=True, client_timeout=self.timeout_s
+            stats = _as_dict(
+                await self.client.get_inference_statistics(
+                    name, as_json=False, client_timeout=self.timeout_s
+                )
             )
         except InferenceServerException as exc:
             raise triton_error(exc, "statistics") from exc
-        result: dict[str, Any] = stats
-        return result
+        return stats
 
     async def server_metadata(self) -> dict[str, Any]:
         try:
-            meta = await self.client.get_server_metadata(
-                as_json=True, client_timeout=self.timeout_s
+            meta = _as_dict(
+                await self.client.get_server_metadata(as_json=False, client_timeout=self.timeout_s)
             )
         except InferenceServerException as exc:
             raise triton_error(exc, "server metadata") from exc
-        result: dict[str, Any] = meta
-        return result
+        return meta
 
     async def model_config(self, name: str) -> dict[str, Any]:
         """The config Triton serves `name` with, as protobuf's JSON (so 64-bit integers,
         such as `max_queue_delay_microseconds`, are strings); `load(config=...)` takes
         it back, changed."""
         try:
-            answer = await self.client.get_model_config(
-                name, as_json=True, client_timeout=self.timeout_s
+            answer = _as_dict(
+                await self.client.get_model_config(
+                    name, as_json=False, client_timeout=self.timeout_s
+                )
             )
         except InferenceServerException as exc:
             raise triton_error(exc, "model config") from exc
@@ -210,8 +225,10 @@ class TritonGateway:
         """Triton's metadata of `name`: versions, platform, and its tensors' names,
         datatypes and shapes (as integers, -1 for a variable dimension)."""
         try:
-            metadata: dict[str, Any] = await self.client.get_model_metadata(
-                name, as_json=True, client_timeout=self.timeout_s
+            metadata = _as_dict(
+                await self.client.get_model_metadata(
+                    name, as_json=False, client_timeout=self.timeout_s
+                )
             )
         except InferenceServerException as exc:
             raise triton_error(exc, "model metadata") from exc

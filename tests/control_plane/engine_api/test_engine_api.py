@@ -247,6 +247,10 @@ async def test_a_restart_under_load_fails_no_request(
     await until_served(client, model_ids["a"], predict_key)
     lifecycle = state_of(app).lifecycle
     generation = lifecycle.generation
+    # What the model's load carried: the restart generation plus its own reloads
+    # (another test may have reloaded it on this session's app); none, 0.
+    parameters = (await _config_in_triton(app, name)).get("parameters", {})
+    carried = int(parameters.get(GENERATION_PARAMETER, {}).get("string_value", "0"))
     restarting = asyncio.create_task(
         client.post("/api/inference/engine/restart", headers={"X-API-Key": admin_key})
     )
@@ -269,7 +273,8 @@ async def test_a_restart_under_load_fails_no_request(
     # Really reloaded: Triton serves the config of the new generation.
     config = await _config_in_triton(app, name)
     value = config["parameters"][GENERATION_PARAMETER]["string_value"]
-    assert int(value) == lifecycle.generation == generation + 1
+    assert lifecycle.generation == generation + 1
+    assert int(value) == carried + 1
 
 
 async def test_over_max_concurrent_requests_is_a_503_with_retry_after(

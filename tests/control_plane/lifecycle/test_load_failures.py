@@ -62,7 +62,7 @@ def test_corrupt_model_fails_to_load_and_the_slot_keeps_serving(cluster: Cluster
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["load_state"] == "failed"
+    assert json.loads(result.stdout)["load_state"] == "failed"  # log lines go to stderr
     assert "INVALID_PROTOBUF" in result.output or "could not be loaded" in result.output
     # A direct predict on the broken model answers 500 with the reason (seed 000's
     # "model failed to load"), not a hang and not a 503 "still loading".
