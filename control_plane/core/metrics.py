@@ -117,6 +117,19 @@ def cache_results(cache: str) -> tuple[Counter, Counter]:
     return CACHE_LOOKUPS.labels(cache, "hit"), CACHE_LOOKUPS.labels(cache, "miss")
 
 
+# --- A/B traffic: the slot each project prediction was routed to ---
+SLOT_SELECTIONS = counter(
+    "slot.selections",
+    "Project predictions by project id and the name of the slot chosen (the A/B split)",
+    ("project", "slot"),
+)
+_slot_selections = Children(SLOT_SELECTIONS)
+
+
+def count_slot_selection(project_id: int, slot_name: str) -> None:
+    _slot_selections.get((project_id, slot_name), str(project_id), slot_name).inc()
+
+
 # --- model lifecycle and reconciliation ---
 MODEL_LOAD_SECONDS = Histogram(
     "conch_model_load_duration_seconds",

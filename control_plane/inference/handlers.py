@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from control_plane.core import tracing
+from control_plane.core import metrics, tracing
 from control_plane.core.components import Components
 from control_plane.core.errors import BadRequestError
 from control_plane.core.request_id import current_request_id
@@ -73,6 +73,7 @@ async def predict_for_project(
         )
         if span is not None:
             span.set_attributes({"conch.slot_id": slot.id, "conch.model_id": slot.model_id})
+    metrics.count_slot_selection(project_id, slot.name)
     runtime = await app.get(ModelCatalog).get(sessionmaker, slot.model_id)
     items = await recommend_one(
         app.get(TritonGateway), runtime, body.user_id, body.cutoff, app.find(InferenceStats)

@@ -14,6 +14,7 @@ from control_plane.core.setting_values import secret_key_refusal
 from control_plane.core.settings import Settings
 from control_plane.inference.routes import router as inference_router
 from tests.deploy import k8s_render as k8s
+from tests.deploy import promql
 from tests.deploy.k8s_render import OVERLAYS, SECRET_VARIABLES, TARGETS, Object
 
 
@@ -212,6 +213,30 @@ def test_services_reach_named_container_ports(
         "podMetricsEndpoints"
     ]:
         assert endpoint["port"] in ports
+
+
+def test_scraped_jobs_are_named_as_the_rules_and_the_dashboard_select_them(
+    rendered: dict[str, tuple[Object, ...]],
+) -> None:
+    """The Operator would name both endpoints' job "conch/conch": every alert and
+    panel selecting job="conch" or job="triton" would find nothing on Kubernetes."""
+    endpoints = k8s.one(rendered["monitoring"], "PodMonitor", "conch")["spec"][
+        "podMetricsEndpoints"
+    ]
+    jobs = {}
+    for endpoint in endpoints:
+        (relabel,) = [r for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
+        assert relabel.get("action", "replace") == "replace" and "sourceLabels" not in relabel
+        jobs[endpoint["port"]] = relabel["replacement"]
+    assert jobs == {"http": "conch", "triton-metrics": "triton"}
+    compose = yaml.safe_load(promql.CONFIG.read_text())
+    assert {c["job_name"] for c in compose["scrape_configs"]} == set(jobs.values())
+    board = promql.dashboard()
+    values = {v.name: "x" for v in promql.variables(board)}
+    queries = [e.promql for e in promql.panel_expressions(board, values)]
+    queries += [e.promql for e in promql.rule_expressions()]
+    selected = {job for query in queries for job in re.findall(r'job="([^"]+)"', query)}
+    assert selected == set(jobs.values())
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
