@@ -157,11 +157,18 @@ async def revoke_key(
 
 
 @router.get("/queues")
-async def queues_page(request: Request, viewer: Viewer, components: ComponentsDep) -> Response:
+async def queues_page(
+    request: Request, viewer: Viewer, components: ComponentsDep, settings: SettingsDep
+) -> Response:
     """Recent tasks the key may see; the queues' figures span every project, so they
     are shown to keys restricted to no project only (as `/api/inference/async/queues`)."""
     await authorize(request, viewer, READ_ANY)
     principal = viewer.principal
     figures = await listing.queues(components) if principal.project_id is None else None
     tasks = await listing.list_tasks(components, principal, limit=50, status=None)
-    return render(request, "queues.html", viewer, queues=figures, tasks=tasks.tasks)
+    # A live worker reads the queue every second, or renews its tasks every third of
+    # this while all its slots are busy; idle longer, its tasks are taken over.
+    live_ms = settings.task_claim_after_s * 1000
+    return render(
+        request, "queues.html", viewer, queues=figures, tasks=tasks.tasks, live_ms=live_ms
+    )

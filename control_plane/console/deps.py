@@ -19,7 +19,6 @@ from control_plane.console.sessions import (
     check_csrf,
     current_session,
 )
-from control_plane.console.settings import ConsoleSettings, console_settings
 from control_plane.core.components import components_of
 from control_plane.keys.access import Policy
 
@@ -46,13 +45,6 @@ async def _posted(request: Request, viewer: Viewer) -> dict[str, str]:
 
 
 PostedForm = Annotated[dict[str, str], Depends(_posted)]
-
-
-async def _console_settings(request: Request) -> ConsoleSettings:
-    return console_settings(request)
-
-
-ConsoleSettingsDep = Annotated[ConsoleSettings, Depends(_console_settings)]
 
 
 async def authorize(

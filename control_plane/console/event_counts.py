@@ -19,6 +19,7 @@ from sqlalchemy import (
     CTE,
     Column,
     CompoundSelect,
+    DateTime,
     Integer,
     Select,
     String,
@@ -28,7 +29,9 @@ from sqlalchemy import (
     true,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import TableValuedAlias
 
 from control_plane.db.base import UTCDateTime
 from control_plane.db.models import ConversionEvent
@@ -66,11 +69,35 @@ _SPANS: tuple[Column[Any], ...] = (
 )
 
 
+def _unnest(name: str, columns: Sequence[Column[Any]]) -> TableValuedAlias:
+    """PostgreSQL: a constant table as unnest() of one array parameter per column
+    (`<name>_<column>`): two parameters per column however many rows, and no
+    UNION ALL of 150 branches to plan (19 ms of planning for the A/B totals)."""
+    arrays = [
+        bindparam(f"{name}_{c.name}", type_=postgresql.ARRAY(_ARRAY_TYPES[c.name])) for c in columns
+    ]
+    return func.unnest(*arrays).table_valued(*(c.name for c in columns)).render_derived(name)
+
+
+_ARRAY_TYPES: dict[str, Any] = {
+    "project_id": Integer(),
+    "slot_id": Integer(),
+    "event_type": String(),
+    "span": Integer(),
+    "lo": DateTime(timezone=True),
+    "hi": DateTime(timezone=True),
+}
+
+
 @lru_cache(maxsize=128)
-def _statement(cell_count: int, span_count: int) -> Select[Any]:
+def _statement(cell_count: int, span_count: int, arrays: bool) -> Select[Any]:
     """Built once per shape: the SQL text and its compiled form are then reused."""
-    cells = _table("cells", cell_count, _CELLS)
-    spans = _table("spans", span_count, _SPANS)
+    if arrays:
+        cells: CTE | TableValuedAlias = _unnest("cells", _CELLS)
+        spans: CTE | TableValuedAlias = _unnest("spans", _SPANS)
+    else:
+        cells = _table("cells", cell_count, _CELLS)
+        spans = _table("spans", span_count, _SPANS)
     event = ConversionEvent
     count = (
         select(func.count())
@@ -98,6 +125,12 @@ def _parameters(
     }
 
 
+def _arrays(
+    name: str, rows: Sequence[Sequence[object]], columns: Sequence[Column[Any]]
+) -> dict[str, list[object]]:
+    return {f"{name}_{c.name}": [row[i] for row in rows] for i, c in enumerate(columns)}
+
+
 async def count_events(
     session: AsyncSession, triples: Sequence[Triple], windows: Sequence[Window]
 ) -> dict[tuple[int, str, int], int]:
@@ -105,8 +138,16 @@ async def count_events(
     if not triples or not windows:
         return {}
     spans = [(i, lo, hi or _END_OF_TIME) for i, (lo, hi) in enumerate(windows)]
-    parameters = {**_parameters("cells", triples, _CELLS), **_parameters("spans", spans, _SPANS)}
-    statement = _statement(len(triples), len(windows))
+    parameters: dict[str, object]
+    if session.get_bind().dialect.name == "postgresql":
+        parameters = {**_arrays("cells", triples, _CELLS), **_arrays("spans", spans, _SPANS)}
+        statement = _statement(0, 0, True)
+    else:
+        parameters = {
+            **_parameters("cells", triples, _CELLS),
+            **_parameters("spans", spans, _SPANS),
+        }
+        statement = _statement(len(triples), len(windows), False)
     rows = await session.execute(statement, parameters)
     # Columns: slot id, event type, window index, count.
     return {(row[0], row[1], row[2]): row[3] for row in rows}

@@ -5,9 +5,8 @@ Load states are the answering replica's (`lifecycle.ModelLifecycle`), as seed 00
 summed by `lifecycle.stats.summarize`, read through the engine API's monitoring
 helper (a slow or absent Triton reads as "not measured", never as an error page).
 
-Lineage: the registry records no parent model. An optimized model is an export of
-its own whose manifest says what optimized it (`conch export --optimize`,
-`compile_model`); the console shows that, and says the parent is not recorded.
+Lineage is the manifest's (console/lineage.py): an optimized model has no parent
+model in the registry, its export optimized the graph it publishes.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from typing import Any
 import pydantic
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from conch_manifest.schema import GraphOptimization
+from conch_manifest.schema import Manifest
+from control_plane.console.lineage import Lineage, lineage_of
 from control_plane.core.components import Components
 from control_plane.core.settings import Settings
 from control_plane.db.models import Model
@@ -40,30 +40,17 @@ class ModelRow:
     pinned: bool
     loaded_at: datetime | None
     load_error: str | None
-    lineage: str
+    lineage: Lineage | None  # None: the manifest could not be read
 
 
-def _lineage(optimization: GraphOptimization | Exception | None) -> str:
-    if isinstance(optimization, Exception):
-        return "manifest unreadable"
-    if optimization is None:
-        return "as exported"
-    return (
-        f"graph optimized by {optimization.tool} ({optimization.level}): "
-        f"{optimization.nodes_before} → {optimization.nodes_after} nodes"
-    )
-
-
-async def _optimization(
-    manifests: ManifestStore, triton_name: str
-) -> GraphOptimization | Exception | None:
+async def _manifest(manifests: ManifestStore, triton_name: str) -> Manifest | None:
     try:
-        return (await manifests.get(triton_name)).manifest.optimization
-    except (OSError, pydantic.ValidationError) as exc:  # the repository report says why
-        return exc
+        return (await manifests.get(triton_name)).manifest
+    except (OSError, pydantic.ValidationError):  # the repository report says why
+        return None
 
 
-def _row(components: Components, model: Model, optimization: Any) -> ModelRow:
+def _row(components: Components, model: Model, manifest: Manifest | None) -> ModelRow:
     lifecycle = components.get(ModelLifecycle)
     status = lifecycle.statuses.get(model.triton_name)
     return ModelRow(
@@ -72,7 +59,7 @@ def _row(components: Components, model: Model, optimization: Any) -> ModelRow:
         pinned=model.triton_name in lifecycle.pinned,
         loaded_at=status.loaded_at if status else None,
         load_error=(status.load_error if status else None) or model.load_error,
-        lineage=_lineage(optimization),
+        lineage=None if manifest is None else lineage_of(manifest),
     )
 
 
@@ -85,7 +72,7 @@ async def model_rows(
     if visible is not None:
         models = [m for m in models if m.id in visible]
     manifests = components.get(ManifestStore)
-    found = await asyncio.gather(*(_optimization(manifests, m.triton_name) for m in models))
+    found = await asyncio.gather(*(_manifest(manifests, m.triton_name) for m in models))
     return [_row(components, m, o) for m, o in zip(models, found, strict=True)]
 
 
@@ -100,9 +87,7 @@ async def model_detail(
 ) -> ModelDetail:
     await ensure_model(components, principal, model_id)  # 404 outside the key's project
     model = await registry.get_model(session, model_id)
-    row = _row(
-        components, model, await _optimization(components.get(ManifestStore), model.triton_name)
-    )
+    row = _row(components, model, await _manifest(components.get(ManifestStore), model.triton_name))
     triton = None
     if row.state == "ready":
         timeout_s = components.get(Settings).monitoring_triton_timeout_s

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from control_plane.console import admin_routes, routes
 from control_plane.console.pages import PACKAGE, base_path, render
 from control_plane.console.sessions import clear_cookie
-from control_plane.console.settings import ConsoleSettings, console_settings
+from control_plane.core.components import components_of
 from control_plane.core.errors import (
     AuthenticationError,
     ConchError,
@@ -36,6 +36,7 @@ from control_plane.core.errors import (
     http_error_response,
     unexpected_error_response,
 )
+from control_plane.core.settings import Settings
 
 PREFIX = "/console"
 # Nothing from elsewhere: our own styles, script and forms; no framing.
@@ -87,7 +88,7 @@ async def _error_page(request: Request, exc: Exception) -> Response:
     if isinstance(exc, AuthenticationError) and request.method in ("GET", "HEAD"):
         # Not signed in (or the session ended): to the sign-in form, as any site does.
         redirect = RedirectResponse(f"{base_path(request)}/sign-in", status_code=303)
-        clear_cookie(redirect, request, console_settings(request))
+        clear_cookie(redirect, request, components_of(request).get(Settings))
         return redirect
     if isinstance(exc, StarletteHTTPException):
         answer = http_error_response(exc)  # (the API's 405 reads the API's routes)
@@ -99,11 +100,11 @@ async def _error_page(request: Request, exc: Exception) -> Response:
         request, "error.html", None, status_code=answer.status_code, headers=headers, error=body
     )
     if isinstance(exc, AuthenticationError):
-        clear_cookie(response, request, console_settings(request))
+        clear_cookie(response, request, components_of(request).get(Settings))
     return response
 
 
-def mount_console(app: FastAPI, settings: ConsoleSettings | None = None) -> None:
+def mount_console(app: FastAPI) -> None:
     """Serve the console at /console on `app` (settings: CONCH_CONSOLE_*)."""
     console = FastAPI(
         openapi_url=None,
@@ -112,7 +113,6 @@ def mount_console(app: FastAPI, settings: ConsoleSettings | None = None) -> None
         exception_handlers=dict.fromkeys(_HANDLED, _error_page),
     )
     console.state = app.state  # one state: what the lifespan adds, the console finds
-    app.state.console_settings = settings or ConsoleSettings()
     console.include_router(routes.router)
     console.include_router(admin_routes.router)
     console.mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static")

@@ -18,7 +18,6 @@ from control_plane.console import charts
 from control_plane.console.deps import (
     READ_PROJECT,
     WRITE_PROJECT,
-    ConsoleSettingsDep,
     PostedForm,
     Viewer,
     authorize,
@@ -36,7 +35,7 @@ from control_plane.console.sessions import (
     sign_in,
     sign_out,
 )
-from control_plane.core.components import components_of
+from control_plane.core.components import SettingsDep, components_of
 from control_plane.core.errors import ConchError, slot_not_found
 from control_plane.core.types import ProjectIdPath
 from control_plane.db.audit import audit
@@ -57,12 +56,12 @@ async def home(request: Request) -> Response:
 
 
 @router.get("/sign-in")
-async def sign_in_page(request: Request, console: ConsoleSettingsDep) -> Response:
-    return _sign_in_form(request, console)
+async def sign_in_page(request: Request, settings: SettingsDep) -> Response:
+    return _sign_in_form(request, settings)
 
 
 def _sign_in_form(
-    request: Request, console: ConsoleSettingsDep, error: ConchError | None = None
+    request: Request, settings: SettingsDep, error: ConchError | None = None
 ) -> Response:
     # A token for this form alone (double submit): a page of another site cannot read
     # the cookie, so it cannot post a key of its choosing and sign the browser in.
@@ -76,31 +75,31 @@ def _sign_in_form(
         sign_in_token=token,
         error=error.message if error else None,
     )
-    set_cookie(response, request, console, SIGN_IN_COOKIE, token, SIGN_IN_TTL_S)
+    set_cookie(response, request, settings, SIGN_IN_COOKIE, token, SIGN_IN_TTL_S)
     return response
 
 
 @router.post("/sign-in")
-async def sign_in_submit(request: Request, console: ConsoleSettingsDep) -> Response:
+async def sign_in_submit(request: Request, settings: SettingsDep) -> Response:
     form = await read_form(request)
     check_csrf(request.cookies.get(SIGN_IN_COOKIE, ""), form.get(CSRF_FIELD))
     try:
-        session_id, ttl_s = await sign_in(components_of(request), console, form.get("api_key"))
+        session_id, ttl_s = await sign_in(components_of(request), settings, form.get("api_key"))
     except ConchError as exc:  # a wrong key, a key without the read scope, 429, 503
-        return _sign_in_form(request, console, exc)
+        return _sign_in_form(request, settings, exc)
     response = _see_other(request, "/projects")
-    set_cookie(response, request, console, COOKIE, session_id, ttl_s)
+    set_cookie(response, request, settings, COOKIE, session_id, ttl_s)
     response.delete_cookie(SIGN_IN_COOKIE, path=base_path(request))
     return response
 
 
 @router.post("/sign-out")
 async def sign_out_submit(
-    request: Request, viewer: Viewer, _: PostedForm, console: ConsoleSettingsDep
+    request: Request, viewer: Viewer, _: PostedForm, settings: SettingsDep
 ) -> Response:
     await sign_out(components_of(request), viewer.session_id)
     response = _see_other(request, "/sign-in")
-    clear_cookie(response, request, console)
+    clear_cookie(response, request, settings)
     return response
 
 
@@ -166,14 +165,14 @@ async def project_page(
     project_id: ProjectIdPath,
     viewer: Viewer,
     session: SessionDep,
-    console: ConsoleSettingsDep,
+    settings: SettingsDep,
     alpha: Annotated[float, Query(gt=0, lt=1)] = 0.05,
     min_impressions: Annotated[int, Query(ge=1, le=2**31 - 1)] = 100,
     promoted: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> Response:
     await authorize(request, viewer, READ_PROJECT, project_id)
     view = await project_ab(
-        session, project_id, console, utcnow(), alpha=alpha, min_impressions=min_impressions
+        session, project_id, settings, utcnow(), alpha=alpha, min_impressions=min_impressions
     )
     return render(
         request,
@@ -193,11 +192,11 @@ async def promote_confirmation(
     slot_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
     viewer: Viewer,
     session: SessionDep,
-    console: ConsoleSettingsDep,
+    settings: SettingsDep,
 ) -> Response:
     """What promoting would change, and the form that does it (the confirmation step)."""
     await authorize(request, viewer, WRITE_PROJECT, project_id)
-    view = await project_ab(session, project_id, console, utcnow(), with_trend=False)
+    view = await project_ab(session, project_id, settings, utcnow(), with_trend=False)
     chosen = next((s for s in view.slots if s.result.slot_id == slot_id), None)
     if chosen is None:
         raise slot_not_found(slot_id)

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 
-from control_plane.console.settings import ConsoleSettings
 from control_plane.core.components import Components
 from control_plane.core.errors import (
     AuthenticationError,
@@ -93,16 +92,14 @@ async def _rate_limited(components: Components, principal: Principal) -> None:
         enforce_rate_limit(await limiter.hit(principal.key_id, principal.rate_limit))
 
 
-async def sign_in(
-    components: Components, console: ConsoleSettings, token: str | None
-) -> tuple[str, int]:
+async def sign_in(components: Components, settings: Settings, token: str | None) -> tuple[str, int]:
     """A new session for the key (401 if it is not valid, 403 without the read scope):
     its id, for the cookie, and its life in seconds."""
     principal, limit_check = await SIGN_IN.admit(components, token or None)
     if limit_check is not None:
         enforce_rate_limit(await limit_check)
     await SIGN_IN.authorize(components, principal, None)
-    ttl_s = console.session_ttl_s
+    ttl_s = settings.console_session_ttl_s
     if principal.expires_at is not None:
         ttl_s = min(ttl_s, int((principal.expires_at - utcnow()).total_seconds()))
     if ttl_s < 1:
@@ -154,16 +151,16 @@ def cookie_path(request: Request) -> str:
     return str(request.scope.get("root_path") or "/console")
 
 
-def _secure(request: Request, console: ConsoleSettings) -> bool:
-    if console.secure_cookie is not None:
-        return console.secure_cookie
+def _secure(request: Request, settings: Settings) -> bool:
+    if settings.console_secure_cookie is not None:
+        return settings.console_secure_cookie
     return request.url.scheme == "https"
 
 
 def set_cookie(
     response: Response,
     request: Request,
-    console: ConsoleSettings,
+    settings: Settings,
     name: str,
     value: str,
     max_age: int,
@@ -173,17 +170,17 @@ def set_cookie(
         value,
         max_age=max_age,
         path=cookie_path(request),
-        secure=_secure(request, console),
+        secure=_secure(request, settings),
         httponly=True,
         samesite="strict",
     )
 
 
-def clear_cookie(response: Response, request: Request, console: ConsoleSettings) -> None:
+def clear_cookie(response: Response, request: Request, settings: Settings) -> None:
     response.delete_cookie(
         COOKIE,
         path=cookie_path(request),
-        secure=_secure(request, console),
+        secure=_secure(request, settings),
         httponly=True,
         samesite="strict",
     )

@@ -388,6 +388,24 @@ class Settings(BaseSettings):
         "attempt, then marked failed; 0: one attempt",
     )
 
+    # --- console: the web console at /console (control_plane/console) ---
+    console_session_ttl_s: int = Field(
+        8 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="a console session's life; never beyond its key's own expiry",
+    )
+    # Behind a proxy that ends TLS the app sees plain HTTP: say so here.
+    console_secure_cookie: bool | None = Field(
+        None,
+        description="mark the session cookie Secure: true, false, or unset to follow the "
+        "request's scheme (https: Secure)",
+    )
+    console_trend_days: int = Field(30, ge=1, le=366, description="days shown by the A/B trend")
+    console_trend_max_slots: int = Field(
+        8, ge=1, le=50, description="slots drawn in the trend: the control and the busiest"
+    )
+
     # --- logs (core/access_log.py) ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO",

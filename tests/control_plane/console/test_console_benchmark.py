@@ -51,6 +51,13 @@ async def _write_events(app: FastAPI, project_id: int, slot_ids: list[int]) -> N
     async with state_of(app).sessionmaker() as session, session.begin():
         for start in range(0, len(rows), 5000):
             await session.execute(insert(ConversionEvent), rows[start : start + 5000])
+    engine = state_of(app).engine
+    if engine.dialect.name == "postgresql":
+        # What autovacuum does within a minute of a bulk write: statistics for the
+        # planner, the visibility map for index-only scans. Measured is the steady state.
+        async with engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.exec_driver_sql("VACUUM ANALYZE conversion_events")
 
 
 def _server_ms(response: httpx.Response) -> float:

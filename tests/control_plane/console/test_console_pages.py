@@ -84,7 +84,7 @@ async def test_models_queues_and_the_overview_render(
     assert f'href="/console/projects/{project.id}"' in overview.text
     assert "weighted random" in overview.text
     assert models.status_code == 200 and "cptest_rec_a" in models.text
-    assert model.status_code == 200 and "parent model: not recorded" in model.text
+    assert model.status_code == 200 and "none: the model file is as converted" in model.text
     assert queues.status_code == 200 and "Recent tasks" in queues.text
 
 

@@ -72,6 +72,7 @@ OTHER_VALUES = {
     "otlp_traces_endpoint": "http://collector.example:4318/v1/traces",
     "log_level": "WARNING",
     "log_format": "console",
+    "console_secure_cookie": "True",
 }
 
 
