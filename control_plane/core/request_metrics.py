@@ -1,8 +1,9 @@
 """What every HTTP request records as it ends: its duration by route template, method
 and status, the requests-in-flight gauge, and its access-log line.
 
-Called by the request-id middleware (the outermost), so FastAPI's routes and the
-prediction fast lane are measured alike. The route is the template of what served
+Called through `request_id.RequestRecord`, by the request-id middleware for
+FastAPI's routes and by the prediction fast lane (in front of the stack) for its
+own, so both are measured alike. The route is the template of what served
 the request: the lane's endpoint (it sets `LANE_ROUTE` in the scope) or the route
 FastAPI's router matched (a 405 keeps the route whose path matched). A raw path
 never becomes a label: a request no route matched is `unmatched`. A request whose

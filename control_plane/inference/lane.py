@@ -35,8 +35,14 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.core.components import Components
-from control_plane.core.errors import PayloadTooLargeError, handled_error_response
+from control_plane.core.errors import (
+    PayloadTooLargeError,
+    handled_error_response,
+    unexpected_error_response,
+)
+from control_plane.core.request_id import RequestRecord
 from control_plane.core.request_metrics import LANE_ROUTE
+from control_plane.core.secret_rules import is_loopback
 from control_plane.core.settings import Settings
 from control_plane.inference.endpoints import ENDPOINTS, Endpoint
 from control_plane.inference.handlers import Payload
@@ -116,12 +122,18 @@ class PredictionLane:
         app: ASGIApp,
         extra_endpoints: Sequence[Endpoint] = (),
         passthrough_endpoints: Sequence[PassthroughEndpoint] = (),
+        *,
+        loopback_only: bool = False,
     ) -> None:
         """Serves `ENDPOINTS`, `extra_endpoints` (other doors' tables) and
-        `passthrough_endpoints`."""
+        `passthrough_endpoints` in front of the whole middleware stack (`app`,
+        inference/front.py): it does for its requests what the request-id middleware
+        does (`RequestRecord`: id, response headers, metrics, access line) and leaves
+        to `app` those `loopback_only` says it must refuse (core/loopback.py)."""
         self.app = app
         self._table = LaneTable((*ENDPOINTS, *extra_endpoints)) if extra_endpoints else _TABLE
         self._passthrough = tuple(passthrough_endpoints)
+        self._loopback_only = loopback_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,7 +151,29 @@ class PredictionLane:
         if components is None or settings is None or not settings.fast_lane:
             await self.app(scope, receive, send)
             return
+        server = scope.get("server")
+        if self._loopback_only and server is not None and not is_loopback(str(server[0])):
+            await self.app(scope, receive, send)  # its LoopbackOnly answers
+            return
+        record = RequestRecord(scope)
+        try:
+            await self._serve(components, settings, matched, passed, scope, receive, send, record)
+        finally:
+            record.end(scope)
+
+    async def _serve(
+        self,
+        components: Components,
+        settings: Settings,
+        matched: tuple[Endpoint, int | str | None] | None,
+        passed: tuple[PassthroughEndpoint, tuple[str | None, ...]] | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: RequestRecord,
+    ) -> None:
         max_bytes = settings.max_body_bytes
+        body: bytes | memoryview
         try:
             if matched is not None:
                 endpoint, resource_id = matched
@@ -152,19 +186,20 @@ class PredictionLane:
                 assert passed is not None
                 scope[LANE_ROUTE] = passed[0].route or passed[0].path.pattern
                 answer = await _serve_passthrough(components, *passed, scope, receive, max_bytes)
+            if answer is None:
+                return  # the client went away: nobody to answer
+            status, body = answer.status, answer.body
+            headers = [*answer.headers, (b"content-length", str(len(body)).encode())]
         except Exception as exc:
-            # FastAPI's own handlers answer; what they leave gets the request-id
-            # middleware's 500, as it does behind FastAPI.
+            # FastAPI's own handlers answer; what they leave gets the one 500 body, as
+            # the request-id middleware gives it behind FastAPI.
             response = await handled_error_response(Request(scope), exc)
             if response is None:
-                raise
-            await response(scope, receive, send)
-            return
-        if answer is None:
-            return  # the client went away: nobody to answer
-        headers = [*answer.headers, (b"content-length", str(len(answer.body)).encode())]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+                response = unexpected_error_response(exc)
+            status, headers, body = response.status_code, response.raw_headers, response.body
+        headers = record.response_headers(status, headers)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _passthrough_match(
         self, method: str, path: str
