@@ -23,6 +23,7 @@ from control_plane.core.access_log import configure_logging
 from control_plane.core.body_limit import BodyLimit
 from control_plane.core.errors import install_error_handlers
 from control_plane.core.loopback import LoopbackOnly
+from control_plane.core.redis_clients import listening_redis
 from control_plane.core.request_id import RequestIdMiddleware
 from control_plane.core.settings import Settings, get_settings
 from control_plane.db.engine import create_engine, create_sessionmaker
@@ -37,12 +38,13 @@ from control_plane.engine_api.predict_routes import ENDPOINTS as ENGINE_PREDICT_
 from control_plane.engine_api.predict_routes import router as engine_predict_router
 from control_plane.engine_api.stream_routes import router as engine_stream_router
 from control_plane.events.bus import EventBus
-from control_plane.inference.lane import PredictionLane
+from control_plane.inference.front import LaneInFront
 from control_plane.inference.routes import router as inference_router
 from control_plane.inference.tabular import router as tabular_router
 from control_plane.jobs.runtime import start_jobs
 from control_plane.keys.routes import router as keys_router
 from control_plane.keys.verifier import KeyVerifier
+from control_plane.keys.watch import KeyWatch
 from control_plane.lifecycle.manager import ModelLifecycle
 from control_plane.lifecycle.reconciler import Reconciler
 from control_plane.lifecycle.routes import router as engine_router
@@ -80,13 +82,10 @@ def _events_redis(settings: Settings) -> Redis | None:
     url = settings.events_redis_url
     if url is None:
         return None
-    # No read timeout: the subscriber blocks on an idle channel by design; keepalive
-    # and health checks notice a dead connection instead.
-    return Redis.from_url(
+    return listening_redis(
         url,
-        socket_connect_timeout=settings.events_connect_timeout_s,
-        socket_keepalive=True,
-        health_check_interval=settings.redis_health_check_interval_s,
+        connect_timeout_s=settings.events_connect_timeout_s,
+        health_check_interval_s=settings.redis_health_check_interval_s,
     )
 
 
@@ -208,6 +207,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
         state.reconciler.start()  # the first pass runs now, not after a whole period
         app.state.conch = state
         app.state.components = state.components()
+        # Open WebSockets hold their key: a revocation closes them (keys/watch.py).
+        key_watch = KeyWatch()
+        state.events.on("key_revoked", key_watch.on_key_revoked)
+        state.events.on_subscribe(key_watch.recheck)
+        app.state.components.add(KeyWatch, key_watch)
         if settings.predict_admission_limit > 0:
             app.state.components.add(PriorityGate, PriorityGate(settings.predict_admission_limit))
         jobs = start_jobs(app.state.components, settings, redis)
@@ -243,25 +247,24 @@ def create_app(settings: Settings | None = None, *, migrate: bool | None = None)
             if tracer_provider is not None:
                 await tracing.stop(tracer_provider)
 
-    app = FastAPI(
+    app = LaneInFront(
         title="Conch control plane",
         summary="Recommendations and predictions served by NVIDIA Triton.",
         version="0.1.0",
         lifespan=lifespan,
     )
-    # Added first, so it runs inside the request-id middleware (ids, rate-limit headers)
-    # and inside the body cap.
-    app.add_middleware(
-        PredictionLane,
-        extra_endpoints=(*ENGINE_PREDICT_ENDPOINTS, *ENGINE_ASYNC_ENDPOINTS),
-        passthrough_endpoints=V2_LANE_ENDPOINTS,
+    lane_endpoints = (*ENGINE_PREDICT_ENDPOINTS, *ENGINE_ASYNC_ENDPOINTS)
+    # In front of every middleware, behind the server span when tracing (inference/front.py).
+    app.put_lane_in_front(
+        lane_endpoints,
+        V2_LANE_ENDPOINTS,
+        loopback_only=settings.uses_development_secret,
+        traced=tracer_provider is not None,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.uses_development_secret:
         app.add_middleware(LoopbackOnly)
     app.add_middleware(RequestIdMiddleware)
-    if tracer_provider is not None:  # outermost: its server span covers the whole request
-        app.add_middleware(tracing.TracingMiddleware)
     install_error_handlers(app)
     app.include_router(inference_router)
     app.include_router(tabular_router)

@@ -7,11 +7,11 @@ logged.) Query parameters: `cursor` (the first sequence id to push, default 0)
 and `owner_key_id` (an admin reading another key's stream).
 
 The handshake is always accepted, so that every refusal is a close code:
-4401 no valid key (or none in time), 4403 the key lacks the predict scope,
-4429 over the key's rate limit, 4404 an unknown stream or another key's (the
-same answer: no probing), 4400 a malformed query parameter, 4410 the stream
-expired while connected, 1013 Redis unavailable (retry), 1000 the stream was
-closed and every result was pushed.
+4401 no valid key (or none in time; revoked or expired while connected), 4403
+the key lacks the predict scope, 4429 over the key's rate limit, 4404 an unknown
+stream or another key's (the same answer: no probing), 4400 a malformed query
+parameter, 4410 the stream expired while connected, 1013 Redis unavailable
+(retry), 1000 the stream was closed and every result was pushed.
 
 Server -> client, JSON text: `{"type": "result", ...}` for each result (the items
 of `GET .../results`), in sequence order, each once; `{"type": "sent", ...}`
@@ -24,6 +24,11 @@ Results are read from Redis whenever the stream's Pub/Sub channel says some were
 stored (and every `_IDLE_READ_S` besides, which notices expiry), exactly as `GET
 .../results` reads them with an advancing cursor: none is pushed twice, whichever
 replica stored it (and, as there, send sequence ids in increasing order).
+
+The key is held for as long as the socket is open (`keys/watch.py`): revoked on
+any replica, the socket closes with 4401 at once, and nothing is sent on it from
+the moment the event arrives; at its `expires_at`, the same. Sends are admitted
+one by one besides, as requests are.
 """
 
 from __future__ import annotations
@@ -32,22 +37,32 @@ import asyncio
 import contextlib
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pydantic
 from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from control_plane.core.components import Components
-from control_plane.core.errors import ConchError, RateLimitExceededError, error_body
+from control_plane.core.errors import (
+    AuthenticationError,
+    ConchError,
+    RateLimitExceededError,
+    error_body,
+)
 from control_plane.core.errors import ValidationError as InvalidRequestError
 from control_plane.core.settings import Settings
+from control_plane.db.base import utcnow
 from control_plane.jobs import stream_service
 from control_plane.jobs.stream_schemas import STREAM_ID_PATTERN, StreamSendRequest
 from control_plane.keys.access import presented_key
 from control_plane.keys.deps import PREDICT_ANY
 from control_plane.keys.schemas import Principal
+from control_plane.keys.verifier import KeyVerifier
+from control_plane.keys.watch import Held, KeyWatch
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +93,24 @@ class _Socket:
         self.websocket = websocket
         self.ending = False  # the loops check it: a cancel can be lost in the Redis client
         self._lock = asyncio.Lock()
+        self.held: Held | None = None
+        self.expires_at: datetime | None = None
+        self.refused: tuple[int, str] | None = None  # the key failed to verify again
+
+    def key_gone(self) -> tuple[int, str] | None:
+        """The close code once the key was revoked or expired while connected."""
+        if self.refused is not None:
+            return self.refused
+        if self.held is not None and self.held.revoked.is_set():
+            return 4401, "API key revoked"
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            return 4401, "API key expired"
+        return None
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self._lock:
-            await self.websocket.send_text(orjson.dumps(message).decode())
+            if self.key_gone() is None:  # nothing goes out once the key has
+                await self.websocket.send_text(orjson.dumps(message).decode())
 
     async def receive(self) -> str | None:
         """The next text message; None once the client has gone."""
@@ -164,14 +193,29 @@ async def serve(websocket: WebSocket, stream_id: str) -> None:
     except RedisError:
         await socket.close(1013, "Redis is unavailable; reconnect shortly")
         return
+    with components.get(KeyWatch).hold(principal.key_id) as held:
+        socket.held, socket.expires_at = held, principal.expires_at
+        await _run(socket, components, token, session, cursor)
+
+
+async def _run(
+    socket: _Socket, components: Components, token: str | None, session: dict[str, str], cursor: int
+) -> None:
+    stream_id = session["stream_id"]
+    key = asyncio.create_task(_watch_key(socket, components, token))
     sends = asyncio.create_task(_receive_sends(socket, components, token, session))
     pushes = asyncio.create_task(_push_results(socket, components, session, cursor))
-    done, _ = await asyncio.wait((sends, pushes), return_when=asyncio.FIRST_COMPLETED)
+    tasks = (key, pushes, sends)  # the first done of these, in this order, says why
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     socket.ending = True
-    for task in (sends, pushes):
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(sends, pushes, return_exceptions=True)
-    finished = pushes if pushes in done else sends
+    await asyncio.gather(*tasks, return_exceptions=True)
+    finished = next(task for task in tasks if task in done)
+    gone = socket.key_gone()
+    if gone is not None:
+        await socket.close(*gone)
+        return
     if finished.cancelled():
         return
     failure = finished.exception()
@@ -184,6 +228,33 @@ async def serve(websocket: WebSocket, stream_id: str) -> None:
     ending = finished.result()
     if ending is not None:  # None: the client went away
         await socket.close(*ending)
+
+
+async def _watch_key(socket: _Socket, components: Components, token: str | None) -> tuple[int, str]:
+    """Returns once the key is revoked (the event), expires, or fails to verify again
+    after the event bus missed events: the close code."""
+    held = socket.held
+    assert held is not None  # serve() holds the key first
+    while True:
+        gone = socket.key_gone()
+        if gone is not None:
+            return gone
+        until: float | None = None
+        if socket.expires_at is not None:
+            until = max((socket.expires_at - utcnow()).total_seconds(), 0.0)
+        waits = [asyncio.create_task(held.revoked.wait()), asyncio.create_task(held.recheck.wait())]
+        try:
+            await asyncio.wait(waits, timeout=until, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if held.recheck.is_set() and not held.revoked.is_set():
+            held.recheck.clear()
+            try:
+                await components.get(KeyVerifier).verify(components.get(async_sessionmaker), token)
+            except AuthenticationError as exc:
+                socket.refused = (4401, exc.message)  # nothing more is sent from here
+                return socket.refused
 
 
 async def _push_results(
@@ -201,6 +272,8 @@ async def _push_results(
                 if read is None:
                     return 4410, "stream expired"
                 for result in read.results:
+                    if socket.key_gone() is not None:
+                        return 4401, "API key revoked"  # serve() closes with the exact reason
                     await socket.send({"type": "result", **result})
                 if read.results:
                     cursor = read.results[-1]["sequence_id"] + 1

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from conch_manifest.priorities import Priority
 from control_plane.core.components import Components
+from control_plane.core.settings import Settings
 from control_plane.jobs import queue_views
 from control_plane.jobs.queue import LEVELS
 from control_plane.jobs.schemas import TaskStatus, TaskView
@@ -21,6 +22,7 @@ from control_plane.keys.schemas import Principal
 
 MAX_LISTED = 500
 SCAN_MAX = 10_000  # index entries one listing reads at most
+FORGET_AFTER_WINDOWS = 10  # claim windows a consumer holding nothing is kept, silent
 _PAGE = 500
 
 
@@ -34,7 +36,8 @@ class WorkerView(BaseModel):
     pending: int = Field(description="tasks it has taken and not finished")
     idle_ms: int = Field(
         description="since it last read the queue: a live worker reads at least every "
-        "second; a replica that stopped keeps growing here (and keeps its name)"
+        "second (renews every third of the claim window while busy); one idle past the "
+        "window is listed only while it holds tasks, until another replica takes them over"
     )
 
 
@@ -48,7 +51,9 @@ class QueuesView(BaseModel):
         description="over the last minute (since its first completion, on a younger queue), "
         "every replica"
     )
-    workers: list[WorkerView] = Field(description="the least idle first")
+    workers: list[WorkerView] = Field(
+        description="live workers and those still holding tasks, the least idle first"
+    )
 
 
 async def list_tasks(
@@ -72,6 +77,8 @@ async def list_tasks(
 
 async def queues(components: Components) -> QueuesView:
     queue = queue_of(components)
+    # Live: heard from within a claim window. Forgotten: silent ten windows, holding nothing.
+    window_ms = int(components.get(Settings).task_claim_after_s * 1000)
     running = await queue_views.running(queue)
     return QueuesView(
         depths=await queue.depths(),  # type: ignore[arg-type]
@@ -79,6 +86,8 @@ async def queues(components: Components) -> QueuesView:
         completion_rate_per_s=round(await queue.completion_rate(), 3),
         workers=[
             WorkerView(name=c.name, pending=c.pending, idle_ms=c.idle_ms)
-            for c in await queue_views.consumers(queue)
+            for c in await queue_views.consumers(
+                queue, live_ms=window_ms, forget_ms=FORGET_AFTER_WINDOWS * window_ms
+            )
         ],
     )

@@ -11,6 +11,7 @@ import orjson
 from redis.asyncio import Redis
 
 from control_plane.core.components import Components
+from control_plane.core.redis_clients import listening_redis
 from control_plane.core.settings import Settings
 from control_plane.jobs import service, task_metrics
 from control_plane.jobs.callbacks import Delivery, deliver
@@ -94,12 +95,11 @@ def start_jobs(components: Components, settings: Settings, redis: Redis | None) 
         return None
     queue = _queue(redis, settings)
     components.add(TaskQueue, queue)
-    # No read timeout: a worker's read blocks on an empty queue by design.
-    worker_redis = Redis.from_url(
+    # The worker's reads block on an empty queue by design.
+    worker_redis = listening_redis(
         settings.redis_url,
-        socket_connect_timeout=settings.redis_connect_timeout_s,
-        socket_keepalive=True,
-        health_check_interval=settings.redis_health_check_interval_s,
+        connect_timeout_s=settings.redis_connect_timeout_s,
+        health_check_interval_s=settings.redis_health_check_interval_s,
     )
     # Polls that wait for a task, woken through one subscription (on the worker's pool).
     waiters = TaskWaiters(worker_redis, queue.keys.finished())

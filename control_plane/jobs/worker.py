@@ -46,6 +46,7 @@ AfterFinish = Callable[[Mapping[str, str], str, dict[str, Any]], Coroutine[Any, 
 
 _BLOCK_MS = 1000  # a blocked read returns this often, so that stop() is prompt
 _RETRY_MIN_S, _RETRY_MAX_S = 0.2, 5.0  # after a Redis failure
+_TAKE_SHARE = 4  # while tasks run, take when this share of the slots is free
 
 
 def consumer_name() -> str:
@@ -131,7 +132,7 @@ class TaskWorker:
         delay = _RETRY_MIN_S
         while not self._stopping.is_set():
             free = self._concurrency - len(self._running)
-            if free <= 0:
+            if free < self._batch_wanted():
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
@@ -146,6 +147,12 @@ class TaskWorker:
                 continue
             delay = _RETRY_MIN_S
             self._launch(taken)
+
+    def _batch_wanted(self) -> int:
+        """Free slots to wait for before taking: under load slots free one by one, and
+        a take (a read per level) with its START costs the same for one task as for
+        several; with nothing running, one."""
+        return max(1, self._concurrency // _TAKE_SHARE) if self._running else 1
 
     async def _maintain_loop(self) -> None:
         """Renew what runs here; take over what a dead replica left."""

@@ -10,16 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from conch_embedded.process import free_port
 from control_plane.app import create_app
 from control_plane.core.settings import Settings
 from control_plane.keys.verifier import KeyVerifier
+from tests.control_plane.conftest import register_model
 from tests.control_plane.engine_api.tabular_model import export_regressor, predict_rows
-from tests.control_plane.waiting import until
+from tests.control_plane.waiting import DEADLINE_S, until
 
 STREAM = "/api/inference/stream"
 NEVER_MS = 60_000  # a batch_timeout_ms no test waits for: only size or close flushes
@@ -33,11 +37,7 @@ async def register_regressor(
 ) -> int:
     """A freshly exported regressor, registered and loaded."""
     triton_name = export_regressor(repository, workdir)
-    response = await client.post(
-        "/api/v1/models", json={"triton_name": triton_name}, headers={"X-API-Key": admin_key}
-    )
-    assert response.status_code == 201, response.text
-    model_id: int = response.json()["id"]
+    model_id = await register_model(client, admin_key, triton_name)
     assert (await predict_rows(client, model_id, admin_key)).status_code == 200  # loaded
     return model_id
 
@@ -57,7 +57,8 @@ async def replica(
 async def key_id_of(app: FastAPI, key: str) -> int:
     components = app.state.components
     principal = await components.get(KeyVerifier).verify(components.get(async_sessionmaker), key)
-    return principal.key_id
+    key_id: int = principal.key_id
+    return key_id
 
 
 async def start(client: httpx.AsyncClient, key: str, model_id: int, **body: Any) -> str:
@@ -145,3 +146,16 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await serving
+
+
+async def until_closed(socket: ClientConnection) -> tuple[list[dict[str, Any]], int, str]:
+    """Every message until the server closes: the messages, the close code and reason."""
+    messages = []
+    async with asyncio.timeout(DEADLINE_S):  # a guard against a hang, not a bound
+        try:
+            async for text in socket:
+                messages.append(orjson.loads(text))
+        except ConnectionClosed:
+            pass
+    assert socket.close_code is not None
+    return messages, socket.close_code, socket.close_reason or ""

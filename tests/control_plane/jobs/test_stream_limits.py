@@ -4,7 +4,6 @@ streams per key and rows pending per stream, and the results a stream keeps."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -19,24 +18,11 @@ from tests.control_plane.jobs.stream_helpers import (
     STREAM,
     key_id_of,
     read_until,
-    register_regressor,
     replica,
     send,
     start,
 )
 from tests.control_plane.waiting import until
-
-
-@pytest.fixture(scope="module")
-async def model_id(
-    client: httpx.AsyncClient,
-    admin_key: str,
-    model_repository: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> int:
-    return await register_regressor(
-        client, admin_key, model_repository, tmp_path_factory.mktemp("stream-limits")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,11 @@ message, sends over the socket, and each refusal its own close code."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
 from control_plane.core.settings import Settings
 from tests.control_plane.conftest import make_key
@@ -24,44 +18,12 @@ from tests.control_plane.jobs.stream_helpers import (
     STREAM,
     key_id_of,
     predictions,
-    register_regressor,
     replica,
     send,
     served,
     start,
+    until_closed,
 )
-from tests.control_plane.waiting import DEADLINE_S
-
-
-@pytest.fixture(scope="module")
-async def model_id(
-    client: httpx.AsyncClient,
-    admin_key: str,
-    model_repository: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> int:
-    return await register_regressor(
-        client, admin_key, model_repository, tmp_path_factory.mktemp("stream-ws")
-    )
-
-
-@pytest.fixture(scope="module")
-async def ws_url(app: FastAPI) -> AsyncIterator[str]:
-    async with served(app) as url:
-        yield url
-
-
-async def _until_closed(socket: ClientConnection) -> tuple[list[dict[str, Any]], int, str]:
-    """Every message until the server closes: the messages, the close code and reason."""
-    messages = []
-    async with asyncio.timeout(DEADLINE_S):  # a guard against a hang, not a bound
-        try:
-            async for text in socket:
-                messages.append(orjson.loads(text))
-        except ConnectionClosed:
-            pass
-    assert socket.close_code is not None
-    return messages, socket.close_code, socket.close_reason or ""
 
 
 def _socket(ws_url: str, stream_id: str, key: str | None = None, query: str = "") -> connect:
@@ -80,7 +42,7 @@ async def test_every_result_is_pushed_once_in_order_then_the_socket_closes(
             assert (await send(sender, key, stream_id, row, sequence_id)).status_code == 202
         closed = await other.delete(f"{STREAM}/{stream_id}", headers={"X-API-Key": key})
         assert closed.status_code == 200
-        messages, code, reason = await _until_closed(socket)
+        messages, code, reason = await until_closed(socket)
     assert (code, reason) == (1000, "stream closed")
     assert [m["type"] for m in messages] == ["result"] * len(ROWS)
     assert [m["sequence_id"] for m in messages] == list(range(len(ROWS)))
@@ -111,7 +73,7 @@ async def test_a_browser_sends_its_key_first_and_may_send_rows_over_the_socket(
         narrow = orjson.loads(await socket.recv())
         assert narrow["type"] == "error" and narrow["error"]["error"] == "BadRequestError"
         await client.delete(f"{STREAM}/{stream_id}", headers={"X-API-Key": key})
-        messages, code, _ = await _until_closed(socket)
+        messages, code, _ = await until_closed(socket)
     assert code == 1000 and messages == []  # row 0 was before the cursor
 
 
@@ -127,7 +89,7 @@ async def test_each_refusal_is_a_close_code_and_a_strangers_stream_reads_as_unkn
         async with _socket(ws_url, stream, key, query) as socket:
             if first:
                 await socket.send(first)
-            messages, code, reason = await _until_closed(socket)
+            messages, code, reason = await until_closed(socket)
         assert messages == []
         return code, reason
 
@@ -159,5 +121,5 @@ async def test_the_socket_closes_when_its_stream_expires(
     async with replica(settings, stream_idle_ttl_s=1) as (tight_app, tight):
         stream_id = await start(tight, key, model_id, batch_timeout_ms=NEVER_MS)
         async with served(tight_app) as url, _socket(url, stream_id, key) as socket:
-            messages, code, reason = await _until_closed(socket)
+            messages, code, reason = await until_closed(socket)
     assert (messages, code, reason) == ([], 4410, "stream expired")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,24 +22,11 @@ from tests.control_plane.jobs.stream_helpers import (
     key_id_of,
     predictions,
     read_until,
-    register_regressor,
     replica,
     send,
     start,
 )
 from tests.control_plane.waiting import until
-
-
-@pytest.fixture(scope="module")
-async def model_id(
-    client: httpx.AsyncClient,
-    admin_key: str,
-    model_repository: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> int:
-    return await register_regressor(
-        client, admin_key, model_repository, tmp_path_factory.mktemp("streams")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,10 @@ async def test_a_wait_outside_its_bounds_is_a_422(
         f"{ASYNC}/task_{'0' * 24}?wait_ms={wait_ms}", headers={"X-API-Key": predict_key}
     )
     assert answer.status_code == 422, answer.text
-    assert [e["loc"] for e in answer.json()["details"]["errors"]] == [["query", "wait_ms"]]
+    body = answer.json()
+    assert set(body) >= {"error", "message", "details", "timestamp", "request_id"}
+    assert body["error"] == "ValidationError"
+    assert [e["loc"] for e in body["details"]["errors"]] == [["query", "wait_ms"]]
 
 
 async def test_without_a_subscription_a_waiting_poll_reads_the_task_again(
