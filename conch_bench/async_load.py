@@ -17,7 +17,6 @@ import asyncio
 import itertools
 import multiprocessing as mp
 import time
-import traceback
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.synchronize import Event as EventType
@@ -27,7 +26,7 @@ import numpy as np
 import orjson
 
 from conch_bench.doors import DoorError
-from conch_bench.loadgen import collect_messages, split
+from conch_bench.loadgen import collect_messages, run_client, split
 from conch_bench.stats import RunSummary, WorkerResult, summarize
 from conch_bench.targets import RestTarget
 
@@ -180,17 +179,7 @@ async def _run_share(
 
 def _client_main(load: TaskLoad, users: int, ready: Any, go: EventType, start_at: Any) -> None:
     """Entry point of one spawned client process."""
-    try:
-        try:
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        except ImportError:
-            runner = asyncio.Runner()
-        with runner:
-            ready.put(("result", 0, runner.run(_run_share(load, users, ready, go, start_at))))
-    except BaseException:
-        ready.put(("failed", 0, traceback.format_exc(limit=8)))
+    run_client(0, ready, lambda: _run_share(load, users, ready, go, start_at))
 
 
 def run_tasks(load: TaskLoad, *, label: str) -> TaskPoint:

@@ -206,6 +206,14 @@ def suite_command(
             "door (throughput at saturation, 100-row tasks, queue to completion at c=1)",
         ),
     ] = True,
+    streams: Annotated[
+        bool,
+        typer.Option(
+            "--stream/--no-stream",
+            help="with conch-engine: rows/s through one stream (buffer_size 64; 1 and 64 rows "
+            "per send, and the WebSocket) against single-row predict calls, same concurrency",
+        ),
+    ] = True,
     hot_path: Annotated[
         bool,
         typer.Option(
@@ -214,6 +222,17 @@ def suite_command(
             "/proc, stall check: a stall in Conch fails the run; needs hey)"
         ),
     ] = True,
+    instrumentation: Annotated[
+        bool,
+        typer.Option(
+            help="with conch-rest: four more control planes on the tabular model (access log "
+            "and traces off, as shipped, traces at 1% to a local OTLP endpoint, every request "
+            "traced), interleaved in rounds at concurrency 64 and 1, against the cost targets"
+        ),
+    ] = True,
+    instrumentation_rounds: Annotated[
+        int, typer.Option(min=1, help="instrumentation pass: rounds the --duration is split into")
+    ] = 5,
     note: Annotated[
         list[str] | None, typer.Option(help="context recorded in the report, repeatable")
     ] = None,
@@ -259,7 +278,10 @@ def suite_command(
         open_loop_fraction=open_loop,
         priority=priority,
         async_predictions=async_predictions,
+        streams=streams,
         hot_path=hot_path,
+        instrumentation=instrumentation,
+        instrumentation_rounds=instrumentation_rounds,
         bare_torch=bare_torch,
         notes=tuple(note or ()),
     )
@@ -279,7 +301,7 @@ def report_command(
     ),
 ) -> None:
     """Re-render BENCHMARKS.md and the plots from bench/results.json, without measuring."""
-    from conch_bench.suite import render_from_results
+    from conch_bench.suite_report import render_from_results
 
     console.print(f"wrote {render_from_results(output_dir)}")
 

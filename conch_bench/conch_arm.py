@@ -53,6 +53,9 @@ class ConchEndpoint:
     many_keys: tuple[str, ...] = ()  # predict keys for the many-keys arm
     priority_ids: dict[str, str] = field(default_factory=dict)  # bench key -> its twin's id
     pid: int | None = None  # the limited plane's uvicorn, when the suite started it
+    # The environment the suite started its planes with (holds the secret): what
+    # `another_plane` starts from; empty for an external control plane.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def target(
         self, model: BenchModel, base: str, batch_size: int, *, many_keys: bool = False
@@ -253,5 +256,21 @@ def conch_stack(
         stack.callback(unlimited.stop)
         model_ids, project_ids, priority_ids = _register(url, admin, models)
         yield ConchEndpoint(
-            url, predict, url_nolimit, model_ids, project_ids, many, priority_ids, limited.pid
-        )
+            url, predict, url_nolimit, model_ids, project_ids, many, priority_ids, limited.pid,
+            env,
+        )  # fmt: skip
+
+
+@contextmanager
+def another_plane(
+    conch: ConchEndpoint, name: str, overrides: dict[str, str], *, workers: int = 1
+) -> Iterator[tuple[str, int | None]]:
+    """One more control plane beside the suite's (same SQLite, Redis, Triton, keys and
+    registered models), its environment changed by `overrides`: its URL and pid."""
+    if not conch.env:
+        raise ProcessStartError("an external control plane: no environment to start another")
+    process, url = _control_plane({**conch.env, **overrides}, workers, name)
+    try:
+        yield url, process.pid
+    finally:
+        process.stop()

@@ -20,6 +20,7 @@ import multiprocessing as mp
 import queue
 import time
 import traceback
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from typing import Any, Literal
@@ -202,10 +203,9 @@ async def _run_share(
     )
 
 
-def _worker_main(
-    target: Target, spec: LoadSpec, share: _Share, ready: Any, go: EventType, start_at: Any
-) -> None:
-    """Entry point of one spawned client process."""
+def run_client(index: int, ready: Any, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    """The body of a spawned client process: `work()` on one event loop (uvloop's where
+    installed), its result or its traceback sent on `ready` as client `index`'s."""
     try:
         try:
             import uvloop
@@ -214,10 +214,17 @@ def _worker_main(
         except ImportError:
             runner = asyncio.Runner()
         with runner:
-            result = runner.run(_run_share(target, spec, share, ready, go, start_at))
-        ready.put(("result", share.index, result))
+            result = runner.run(work())
+        ready.put(("result", index, result))
     except BaseException:
-        ready.put(("failed", share.index, traceback.format_exc(limit=8)))
+        ready.put(("failed", index, traceback.format_exc(limit=8)))
+
+
+def _worker_main(
+    target: Target, spec: LoadSpec, share: _Share, ready: Any, go: EventType, start_at: Any
+) -> None:
+    """Entry point of one spawned client process."""
+    run_client(share.index, ready, lambda: _run_share(target, spec, share, ready, go, start_at))
 
 
 def run_load(target: Target, spec: LoadSpec, *, label: str = "", batch_size: int = 1) -> RunSummary:

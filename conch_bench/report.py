@@ -17,6 +17,7 @@ from rich.table import Table
 
 from conch_bench.hot_path import HotPathRow
 from conch_bench.hot_path_report import hot_path_markdown
+from conch_bench.instrumentation_report import InstrumentationResult, instrumentation_markdown
 from conch_bench.machine import machine_markdown
 from conch_bench.ratios import ArmRun, Ratio
 from conch_bench.stats import RunSummary
@@ -327,6 +328,9 @@ def write_markdown(
             if plot.stem == model:
                 lines += ["", f"![{model}]({plot.relative_to(path.parent).as_posix()})"]
     lines += hot_path_markdown([HotPathRow.from_dict(r) for r in document.get("hot_path") or []])
+    lines += instrumentation_markdown(
+        [InstrumentationResult.from_dict(r) for r in document.get("instrumentation") or []]
+    )
     lines += _bare_torch_section(document.get("bare_torch") or [])
     if document.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]

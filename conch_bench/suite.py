@@ -14,38 +14,44 @@ slowest arm's best throughput, for latency under load without coordinated
 omission. With conch-engine, the tabular model also gets a priority pass
 (priority.py): low and urgent requests side by side at saturation, under wrk;
 and an async pass (async_pass.py): tasks submitted and polled, against the
-synchronous door at saturation, with 100-row tasks, and one at a time. With
-conch-rest, each float-row model gets a hot-path pass (hot_path_pass.py): Conch,
-Triton's own HTTP endpoint and the tuned baseline under hey at concurrency 1 and
-64, with CPU per request and a stall check; a stall in Conch fails the suite.
+synchronous door at saturation, with 100-row tasks, and one at a time; and a
+stream pass (stream_pass.py): rows/s through one stream against single-row
+predict calls, same client and concurrency. With conch-rest, each float-row
+model gets a hot-path pass (hot_path_pass.py): Conch, Triton's own HTTP endpoint
+and the tuned baseline under hey at concurrency 1 and 64, with CPU per request
+and a stall check; a stall in Conch fails the suite.
+With conch-rest, the tabular model also gets an instrumentation pass
+(instrumentation_pass.py): control planes with the access log and traces off, as
+shipped, and traced, interleaved in rounds, against the issue's cost targets.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from conch_bench import report
 from conch_bench.async_pass import ASYNC_MODELS, async_pass
 from conch_bench.baseline import BaselineServer, Variant
 from conch_bench.conch_arm import ConchEndpoint, conch_stack, probe
 from conch_bench.hot_path import HotPathRow
 from conch_bench.hot_path_pass import hot_path_pass, hot_path_runs
-from conch_bench.hot_path_report import hot_path_ratios, hot_path_table, stall_failures
+from conch_bench.instrumentation_pass import (
+    DEFAULT_ROUNDS,
+    INSTRUMENTATION_MODELS,
+    instrumentation_pass,
+)
+from conch_bench.instrumentation_report import (
+    InstrumentationResult,
+)
 from conch_bench.loadgen import LoadSpec, run_load
-from conch_bench.machine import describe_machine
 from conch_bench.models import BenchModel, InstanceKind, build_bench_models
 from conch_bench.native import WRK_INSTALL_HINT, WrkError, find_wrk, request_spec, run_wrk
-from conch_bench.plot import MISSING, plot_model
 from conch_bench.priority import PRIORITY_MODELS, priority_pass
 from conch_bench.ratios import (
     CLIENT_CHECK_ARM,
@@ -53,9 +59,10 @@ from conch_bench.ratios import (
     HTTP_CHECK_ARM,
     PYTHON_TWINS,
     ArmRun,
-    compute_ratios,
 )
 from conch_bench.stats import RunSummary
+from conch_bench.stream_pass import STREAM_MODELS, stream_pass
+from conch_bench.suite_report import SuiteResult, write_reports
 from conch_bench.targets import Protocol, RestTarget, Target, render_bodies, triton_target
 from conch_embedded.triton_server import EmbeddedTriton
 from conch_manifest.locations import PROJECT_ROOT
@@ -102,7 +109,10 @@ class SuiteOptions:
     open_loop_fraction: float = 0.5  # of the slowest arm's best throughput; 0: no open loop
     priority: bool = True  # with conch-engine: low and urgent side by side (priority.py)
     async_predictions: bool = True  # with conch-engine: async tasks vs sync (async_pass.py)
+    streams: bool = True  # with conch-engine: one stream vs 1-row predict (stream_pass.py)
     hot_path: bool = True  # with conch-rest: hey, CPU per request, stalls (hot_path_pass.py)
+    instrumentation: bool = True  # with conch-rest: logs/traces off vs on (instrumentation_pass.py)
+    instrumentation_rounds: int = DEFAULT_ROUNDS  # each point's duration split over them
     notes: tuple[str, ...] = ()  # context for the report (e.g. "machine shared with CI")
 
     def settings(self) -> dict[str, Any]:
@@ -119,16 +129,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
-
-
-@dataclass
-class SuiteResult:
-    runs: list[ArmRun]
-    notes: list[str]
-    results_path: Path
-    markdown_path: Path
-    hot_path: list[HotPathRow] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)  # stalls in Conch: the run failed
 
 
 def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
@@ -151,6 +151,7 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
     triton = EmbeddedTriton.on_free_ports(options.repository, load_models=names)
     runs: list[ArmRun] = []
     hot: list[HotPathRow] = []
+    instrumented: list[InstrumentationResult] = []
     console.print(f"starting Triton with {', '.join(names)} ...")
     with triton, ExitStack() as stack:
         conch = options.conch
@@ -187,6 +188,8 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                 runs += _priority_pass(console, model, conch, options, notes)
             if _wants_async(options, model):
                 runs += _async_pass(console, model, conch, options, notes, runs)
+            if options.streams and ENGINE_ARM in options.arms and model.key in STREAM_MODELS:
+                runs += stream_pass(console, model, conch, notes, duration_s=options.duration_s)
             if options.hot_path and "conch-rest" in options.arms:
                 rows = hot_path_pass(
                     console, model, triton, conch, notes, duration_s=options.duration_s,
@@ -195,10 +198,41 @@ def run_suite(options: SuiteOptions, console: Console) -> SuiteResult:
                 )  # fmt: skip
                 hot += rows
                 runs += hot_path_runs(rows)
+            if _wants_instrumentation(options, model):
+                instrumented += _instrumentation_pass(console, model, conch, options, notes)
             if options.open_loop_fraction > 0:
                 runs += _open_loop_pass(console, model, arms, triton, options, conch, runs)
     bare = _bare_torch(console, options) if options.bare_torch and "mlp" in options.models else []
-    return _write_reports(options, console, runs, notes, started, bare, hot)
+    return write_reports(
+        options.output_dir, options.settings(), console, runs, notes, started, bare, hot,
+        instrumented,
+    )  # fmt: skip
+
+
+def _wants_instrumentation(options: SuiteOptions, model: BenchModel) -> bool:
+    """Measured on conch-rest's door: it comes with the conch-rest arm."""
+    return (
+        options.instrumentation
+        and "conch-rest" in options.arms
+        and model.key in INSTRUMENTATION_MODELS
+    )
+
+
+def _instrumentation_pass(
+    console: Console,
+    model: BenchModel,
+    conch: ConchEndpoint | None,
+    options: SuiteOptions,
+    notes: list[str],
+) -> list[InstrumentationResult]:
+    """Each arm gets the suite's point duration in all, split over the rounds."""
+    rounds = max(1, options.instrumentation_rounds)
+    result = instrumentation_pass(
+        console, model, conch, notes, rounds=rounds,
+        duration_s=max(1.0, options.duration_s / rounds), warmup_s=min(options.warmup_s, 1.0),
+        processes=options.processes, workers=options.workers, batch_size=options.batch_size,
+    )  # fmt: skip
+    return [] if result is None else [result]
 
 
 def _wants_priority(options: SuiteOptions) -> bool:
@@ -477,77 +511,3 @@ def _arm_target(
         yield None
         return
     yield target
-
-
-def _write_reports(
-    options: SuiteOptions,
-    console: Console,
-    runs: list[ArmRun],
-    notes: list[str],
-    started: str,
-    bare_torch: list[dict[str, Any]],
-    hot: list[HotPathRow],
-) -> SuiteResult:
-    ratios = compute_ratios(runs) + hot_path_ratios(hot)
-    console.print(report.summary_table(runs, title="conch bench suite"))
-    report.print_errors(console, runs)
-    if hot:
-        console.print(hot_path_table(hot))
-    if ratios:
-        console.print(report.ratio_table(ratios))
-    results_path = options.output_dir / "bench" / "results.json"
-    previous = report.load_runs(results_path)
-    if previous:
-        deltas = report.delta_table(previous, runs)
-        if deltas is not None:
-            console.print(deltas)
-    plots = _plots(options.output_dir, runs)
-    if runs and not plots:
-        notes.append(MISSING)
-    command = "conch bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    document = report.results_document(
-        runs,
-        ratios,
-        machine=describe_machine(),
-        settings=options.settings(),
-        command=command if sys.argv[1:2] == ["bench"] else "conch bench suite",
-        created_at=started,
-        notes=notes,
-    )
-    document["bare_torch"] = bare_torch
-    document["hot_path"] = [r.to_dict() for r in hot]
-    report.write_json(results_path, document)
-    markdown_path = options.output_dir / "BENCHMARKS.md"
-    report.write_markdown(markdown_path, document, runs, ratios, plots)
-    for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    console.print(f"wrote {markdown_path} and {results_path}")
-    failures = stall_failures(hot)
-    for failure in failures:
-        console.print(f"[red]FAIL stall check:[/red] {failure}")
-    return SuiteResult(runs, notes, results_path, markdown_path, hot, failures)
-
-
-def _plots(output_dir: Path, runs: list[ArmRun]) -> list[Path]:
-    plots = []
-    for model in dict.fromkeys(r.model for r in runs):
-        path = output_dir / "bench" / f"{model}.png"
-        title = f"{model}: latency and throughput vs concurrency"
-        written = plot_model(path, title, [r for r in runs if r.model == model])
-        if written is not None:
-            plots.append(written)
-    return plots
-
-
-def render_from_results(output_dir: Path) -> Path:
-    """Rewrite BENCHMARKS.md and the plots from an existing results.json (no measuring)."""
-    results_path = output_dir / "bench" / "results.json"
-    runs = report.load_runs(results_path)
-    if runs is None:
-        raise FileNotFoundError(f"no readable results at {results_path}")
-    document = json.loads(results_path.read_text())
-    hot = [HotPathRow.from_dict(r) for r in document.get("hot_path") or []]
-    markdown_path = output_dir / "BENCHMARKS.md"
-    ratios = compute_ratios(runs) + hot_path_ratios(hot)
-    report.write_markdown(markdown_path, document, runs, ratios, _plots(output_dir, runs))
-    return markdown_path

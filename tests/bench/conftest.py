@@ -1,14 +1,25 @@
-"""Bench fixtures: small models exported into the session's repository and loaded."""
+"""Bench fixtures: small models exported into the session's repository and loaded,
+and a real control plane per module for the passes that need one (async, stream,
+instrumentation)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from sklearn.linear_model import LogisticRegression
 
+from conch_bench.conch_arm import ConchEndpoint, conch_stack
 from conch_bench.models import BenchModel, add_nobatch_variant, export_tabular
 from conch_embedded.triton_server import EmbeddedTriton
+from exporters.session import ExportSession
+from exporters.sklearn_exporter import export_sklearn
+
+FEATURES = 4  # the registrable model's
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +34,37 @@ def bench_tabular(model_repository: Path, triton: EmbeddedTriton) -> BenchModel:
     finally:
         client.close()
     return model
+
+
+@pytest.fixture(scope="module")
+def registrable(
+    request: pytest.FixtureRequest,
+    model_repository: Path,
+    triton: EmbeddedTriton,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> BenchModel:
+    """A logistic regression over `FEATURES` floats exported with its manifest (Conch
+    registers only those), named after the module, and loaded."""
+    module = request.module.__name__.rpartition(".")[2].removeprefix("test_bench_")
+    x = np.random.default_rng(0).standard_normal((64, FEATURES)).astype(np.float32)
+    path = tmp_path_factory.mktemp(module) / "model.joblib"
+    joblib.dump(LogisticRegression().fit(x, x[:, 0] > 0), path)
+    with ExportSession(model_repository) as session:
+        exported = export_sklearn(
+            path, name=f"bench-{module}", repository=model_repository, sample=x[:8], session=session
+        )
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        client.load_model(exported.triton_name)
+    finally:
+        client.close()
+    return BenchModel("tabular", exported.triton_name, None, '{"data": $DATA}', FEATURES)
+
+
+@pytest.fixture(scope="module")
+def conch(
+    triton: EmbeddedTriton, model_repository: Path, registrable: BenchModel
+) -> Iterator[ConchEndpoint]:
+    """A control plane (with its database and Redis) serving `registrable`."""
+    with conch_stack(triton, model_repository, [registrable]) as endpoint:
+        yield endpoint

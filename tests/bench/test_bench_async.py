@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
-import joblib
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from rich.console import Console
-from sklearn.linear_model import LogisticRegression
 from typer.testing import CliRunner
 
 from conch_bench import suite
 from conch_bench.async_load import TaskLoad, queue_seconds, run_tasks
 from conch_bench.async_pass import ASYNC_IN_FLIGHT, async_pass
-from conch_bench.conch_arm import ConchEndpoint, conch_stack
+from conch_bench.conch_arm import ConchEndpoint
 from conch_bench.models import BenchModel
 from conch_bench.ratios import (
     ASYNC_ARM,
@@ -35,15 +30,11 @@ from conch_bench.ratios import (
 from conch_bench.report import ratio_table
 from conch_bench.stats import WorkerResult, summarize
 from conch_bench.suite import SuiteOptions
-from conch_embedded.triton_server import EmbeddedTriton
 from control_plane.cli import with_commands
-from exporters.session import ExportSession
-from exporters.sklearn_exporter import export_sklearn
 
 THROUGHPUT = "async / sync: max throughput, 1-row tasks"
 LATENCY = "async queue→completion p50 - sync p50 at c=1"
 SEEN = "async submit→result seen p50 - sync p50 at c=1"
-FEATURES = 4
 
 
 def _run(
@@ -182,35 +173,6 @@ def test_the_async_option_reaches_the_suite(
 @pytest.fixture
 def bench_model_without_server() -> BenchModel:
     return BenchModel("tabular", "absent", onnx_path=None, rest_template="", features=4)
-
-
-@pytest.fixture(scope="module")
-def registrable(
-    model_repository: Path, triton: EmbeddedTriton, tmp_path_factory: pytest.TempPathFactory
-) -> BenchModel:
-    """A logistic regression exported with its manifest (Conch registers only those),
-    loaded in Triton, as the suite's demo models are."""
-    x = np.random.default_rng(0).standard_normal((64, FEATURES)).astype(np.float32)
-    path = tmp_path_factory.mktemp("async-model") / "model.joblib"
-    joblib.dump(LogisticRegression().fit(x, x[:, 0] > 0), path)
-    with ExportSession(model_repository) as session:
-        exported = export_sklearn(
-            path, name="bench-async", repository=model_repository, sample=x[:8], session=session
-        )
-    client = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        client.load_model(exported.triton_name)
-    finally:
-        client.close()
-    return BenchModel("tabular", exported.triton_name, None, '{"data": $DATA}', FEATURES)
-
-
-@pytest.fixture(scope="module")
-def conch(
-    triton: EmbeddedTriton, model_repository: Path, registrable: BenchModel
-) -> Iterator[ConchEndpoint]:
-    with conch_stack(triton, model_repository, [registrable]) as endpoint:
-        yield endpoint
 
 
 @pytest.mark.slow

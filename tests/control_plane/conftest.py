@@ -103,6 +103,16 @@ async def make_key(
     return token
 
 
+async def register_model(client: httpx.AsyncClient, admin_key: str, triton_name: str) -> int:
+    """`triton_name` registered through the API; its id."""
+    response = await client.post(
+        "/api/v1/models", json={"triton_name": triton_name}, headers={"X-API-Key": admin_key}
+    )
+    assert response.status_code == 201, response.text
+    model_id: int = response.json()["id"]
+    return model_id
+
+
 @pytest.fixture(scope="session")
 async def admin_key(app: FastAPI) -> str:
     return await make_key(app, ["admin"], name="admin")

@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn
+from tests.control_plane.conftest import register_model
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +64,11 @@ async def _predict(
     return response
 
 
-async def _register(client: httpx.AsyncClient, admin_key: str, triton_name: str) -> int:
-    response = await client.post(
-        "/api/v1/models", json={"triton_name": triton_name}, headers={"X-API-Key": admin_key}
-    )
-    assert response.status_code == 201, response.text
-    model_id: int = response.json()["id"]
-    return model_id
-
-
 async def test_classifier_rows_match_sklearn_probabilities(
     client: httpx.AsyncClient, admin_key: str, predict_key: str, tabular_models: dict
 ) -> None:
     triton_name, classifier, rows = tabular_models["classifier"]
-    model_id = await _register(client, admin_key, triton_name)
+    model_id = await register_model(client, admin_key, triton_name)
     response = await _predict(client, model_id, rows[:7].tolist(), predict_key)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -93,7 +85,7 @@ async def test_regressor_rows_split_beyond_max_batch_size(
     client: httpx.AsyncClient, admin_key: str, predict_key: str, tabular_models: dict
 ) -> None:
     triton_name, regressor, rows = tabular_models["regressor"]
-    model_id = await _register(client, admin_key, triton_name)
+    model_id = await register_model(client, admin_key, triton_name)
     many = rows[:150]  # more rows than the model's max_batch_size (64)
     response = await _predict(client, model_id, many.tolist(), predict_key)
     assert response.status_code == 200, response.text
@@ -111,7 +103,7 @@ async def test_bad_rows_get_the_error_body(
     model_ids: dict[str, int],
 ) -> None:
     triton_name, _, _ = tabular_models["classifier"]
-    model_id = await _register(client, admin_key, triton_name)
+    model_id = await register_model(client, admin_key, triton_name)
     headers = {"X-API-Key": predict_key}
     cases = [
         (f"/api/v1/models/{model_id}/predict", {"data": [[1.0, 2.0]]}, 400),

@@ -22,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn
+from tests.control_plane.conftest import register_model
 from tests.control_plane.served import served
 
 
@@ -49,15 +50,6 @@ def export_iris(model_repository: Path, workdir: Path, name: str) -> str:
     return exported.triton_name
 
 
-async def register(client: httpx.AsyncClient, admin_key: str, triton_name: str) -> int:
-    response = await client.post(
-        "/api/v1/models", json={"triton_name": triton_name}, headers={"X-API-Key": admin_key}
-    )
-    assert response.status_code == 201, response.text
-    model_id: int = response.json()["id"]
-    return model_id
-
-
 @pytest.fixture(scope="module")
 async def iris(
     client: httpx.AsyncClient,
@@ -67,7 +59,7 @@ async def iris(
 ) -> Tabular:
     name = f"v2-iris-{uuid.uuid4().hex[:6]}"
     triton_name = export_iris(model_repository, tmp_path_factory.mktemp("v2"), name)
-    model_id = await register(client, admin_key, triton_name)
+    model_id = await register_model(client, admin_key, triton_name)
     rows = load_iris(return_X_y=True)[0][:5].astype(np.float32)
     return Tabular(model_id, name, triton_name, rows)
 

@@ -19,8 +19,8 @@ from control_plane.app import create_app
 from control_plane.lifecycle.status import LoadState
 from control_plane.model_core.stats import InferenceStats
 from control_plane.v2.routes import LANE_ENDPOINTS
-from tests.control_plane.conftest import make_key, make_project, state_of
-from tests.control_plane.v2.conftest import Tabular, export_iris, register
+from tests.control_plane.conftest import make_key, make_project, register_model, state_of
+from tests.control_plane.v2.conftest import Tabular, export_iris
 from tests.control_plane.waiting import until
 
 (LANE_INFER,) = LANE_ENDPOINTS
@@ -244,7 +244,7 @@ async def test_a_cold_model_is_loaded_by_the_lifecycle_and_again_after_an_unload
 ) -> None:
     name = f"v2-cold-{uuid.uuid4().hex[:6]}"
     triton_name = export_iris(model_repository, tmp_path, name)
-    await register(client, admin_key, triton_name)
+    await register_model(client, admin_key, triton_name)
     assert not await _triton_ready(triton, triton_name)
     rows = np.ones((2, 4), dtype=np.float32)
     headers = {"X-API-Key": keys["predict"]}

@@ -34,8 +34,7 @@ from conch_embedded.triton_server import EmbeddedTriton
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn
 from exporters.text import text_tensor
-from tests.control_plane.conftest import make_key
-from tests.control_plane.v2.conftest import register
+from tests.control_plane.conftest import make_key, register_model
 from tests.control_plane.waiting import until
 
 # Held-out tickets (another seed than training) and texts that differ in case,
@@ -92,7 +91,7 @@ async def tickets_model(
     triton_name, pipeline = export_tickets(
         model_repository, tmp_path_factory.mktemp("v2-text"), name
     )
-    model_id = await register(client, admin_key, triton_name)
+    model_id = await register_model(client, admin_key, triton_name)
 
     async def ready() -> bool:
         response = await client.get(
