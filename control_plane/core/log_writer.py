@@ -35,7 +35,8 @@ class BatchWriter(logging.Handler):
         self._stream = stream
         self._interval_s = interval_s
         self._max_pending = max_pending
-        self._pending: deque[logging.LogRecord] = deque()
+        # Records, and lines their caller formatted already (`write_line`).
+        self._pending: deque[logging.LogRecord | str] = deque()
         self.dropped = 0
         self._wake = threading.Event()
         self._stopping = False
@@ -57,6 +58,14 @@ class BatchWriter(logging.Handler):
         if record.levelno >= logging.WARNING:
             self._wake.set()
 
+    def write_line(self, line: str) -> None:
+        """A line formatted by its caller, written in order with the records: no
+        record object kept until the writer wakes (the access line, per request)."""
+        if len(self._pending) >= self._max_pending:
+            self.dropped += 1
+            return
+        self._pending.append(line)
+
     def close(self) -> None:
         """Writes what is pending, then ends the thread."""
         self._stopping = True
@@ -76,11 +85,15 @@ class BatchWriter(logging.Handler):
         lines = []
         last = None
         while self._pending:
-            last = self._pending.popleft()
+            item = self._pending.popleft()
+            if isinstance(item, str):
+                lines.append(item)
+                continue
+            last = item
             try:
-                lines.append(self.format(last))
+                lines.append(self.format(item))
             except Exception:
-                self.handleError(last)
+                self.handleError(item)
         if self.dropped:
             lines.append(f"{self.dropped} log records dropped: the log stream did not keep up")
             self.dropped = 0

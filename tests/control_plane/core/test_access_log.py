@@ -150,3 +150,45 @@ def test_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(ValueError, match=r"log_format|LOG_FORMAT"):
         Settings()
+
+
+def _facts() -> access_log.RequestFacts:
+    facts = access_log.RequestFacts("req-direct")
+    facts.model, facts.key_id = "direct_model", 7
+    return facts
+
+
+class _Formatted(logging.Handler):
+    """Another handler: what JsonFormatter makes of each record it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(access_log.JsonFormatter().format(record))
+
+
+def test_the_access_line_built_directly_is_the_formatters_line(captured: io.StringIO) -> None:
+    """JSON lines with only Conch's handler: the line is built without a LogRecord;
+    it must read exactly as JsonFormatter writes the record it stands for."""
+    access_log.configure_logging("INFO", "json", stream=captured)
+    access_log.log_request(_facts(), "POST", "/r/{id}", 201, 0.0123456)
+    other = _Formatted()
+    logging.getLogger().addHandler(other)  # another handler: records again, for both
+    try:
+        access_log.log_request(_facts(), "POST", "/r/{id}", 201, 0.0123456)
+    finally:
+        logging.getLogger().removeHandler(other)
+    access_log.configure_logging("INFO", "json", stream=io.StringIO())  # writes what is pending
+    direct, through_record = (
+        json.loads(captured.getvalue().splitlines()[0]),
+        json.loads(other.lines[0]),
+    )
+    assert direct.pop("timestamp")[:19] <= through_record.pop("timestamp")[:19]
+    assert list(direct.items()) == list(through_record.items())
+    assert direct == {
+        "level": "INFO", "logger": "conch.access", "message": "POST /r/{id} 201 12.3 ms",
+        "request_id": "req-direct", "route": "/r/{id}", "method": "POST", "status": 201,
+        "latency_ms": 12.346, "model": "direct_model", "key_id": 7,
+    }  # fmt: skip
