@@ -17,7 +17,8 @@ from conch_manifest.schema import MANIFEST_FILENAME
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn
 from exporters.torch_exporter import export_torch
-from tests.control_plane.test_tabular import _predict, _register
+from tests.control_plane.conftest import register_model
+from tests.control_plane.test_tabular import _predict
 
 ANIMALS = ["cat", "dog", "bird"]
 
@@ -64,7 +65,7 @@ def labelled_models(model_repository: Path, tmp_path_factory: pytest.TempPathFac
 async def _predictions(
     client: httpx.AsyncClient, admin_key: str, predict_key: str, triton_name: str, rows: list
 ) -> dict:
-    model_id = await _register(client, admin_key, triton_name)
+    model_id = await register_model(client, admin_key, triton_name)
     response = await _predict(client, model_id, rows, predict_key)
     assert response.status_code == 200, response.text
     body: dict = response.json()
