@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import joblib
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from rich.console import Console
 from sklearn.linear_model import LogisticRegression
+from typer.testing import CliRunner
 
+from conch_bench import suite
 from conch_bench.conch_arm import ConchEndpoint, conch_stack
 from conch_bench.models import BenchModel, add_nobatch_variant, export_tabular
+from conch_bench.suite import SuiteOptions
 from conch_embedded.triton_server import EmbeddedTriton
+from control_plane.cli import with_commands
 from exporters.session import ExportSession
 from exporters.sklearn_exporter import export_sklearn
 
@@ -68,3 +74,18 @@ def conch(
     """A control plane (with its database and Redis) serving `registrable`."""
     with conch_stack(triton, model_repository, [registrable]) as endpoint:
         yield endpoint
+
+
+def options_from_cli(flags: list[str], monkeypatch: pytest.MonkeyPatch) -> SuiteOptions:
+    """The options `conch bench suite --quick <flags>` hands the suite (which does not run)."""
+    seen: list[SuiteOptions] = []
+
+    def run_suite(options: SuiteOptions, _: Console) -> SimpleNamespace:
+        seen.append(options)
+        return SimpleNamespace(failures=[])  # a run whose checks all passed
+
+    monkeypatch.setattr(suite, "run_suite", run_suite)
+    result = CliRunner().invoke(with_commands("bench"), ["bench", "suite", "--quick", *flags])
+    assert result.exit_code == 0, result.output
+    (options,) = seen
+    return options

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from conch_bench import suite
 from conch_bench.async_load import TaskLoad, queue_seconds, run_tasks
 from conch_bench.async_pass import ASYNC_IN_FLIGHT, async_pass
 from conch_bench.conch_arm import ConchEndpoint
@@ -29,8 +26,7 @@ from conch_bench.ratios import (
 )
 from conch_bench.report import ratio_table
 from conch_bench.stats import WorkerResult, summarize
-from conch_bench.suite import SuiteOptions
-from control_plane.cli import with_commands
+from tests.bench.conftest import options_from_cli
 
 THROUGHPUT = "async / sync: max throughput, 1-row tasks"
 LATENCY = "async queue→completion p50 - sync p50 at c=1"
@@ -158,16 +154,7 @@ def test_without_a_control_plane_the_pass_is_skipped_with_a_note(
 def test_the_async_option_reaches_the_suite(
     flag: list[str], expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[SuiteOptions] = []
-
-    def run_suite(options: SuiteOptions, _: Console) -> SimpleNamespace:
-        seen.append(options)
-        return SimpleNamespace(failures=[])  # a run whose checks all passed
-
-    monkeypatch.setattr(suite, "run_suite", run_suite)
-    result = CliRunner().invoke(with_commands("bench"), ["bench", "suite", "--quick", *flag])
-    assert result.exit_code == 0, result.output
-    assert seen[0].async_predictions is expected
+    assert options_from_cli(flag, monkeypatch).async_predictions is expected
 
 
 @pytest.fixture

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from conch_bench import suite
 from conch_bench.conch_arm import ConchEndpoint
 from conch_bench.instrumentation_pass import arm_env, instrumentation_pass
 from conch_bench.instrumentation_report import (
@@ -28,8 +25,7 @@ from conch_bench.instrumentation_report import (
 )
 from conch_bench.models import BenchModel
 from conch_bench.ratios import Ratio
-from conch_bench.suite import SuiteOptions
-from control_plane.cli import with_commands
+from tests.bench.conftest import options_from_cli
 
 BARE_RPS, BARE_P50_MS = 1000.0, 20.0
 
@@ -118,16 +114,7 @@ def test_the_arms_differ_only_in_their_instrumentation() -> None:
 def test_the_option_reaches_the_suite(
     flag: list[str], expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[SuiteOptions] = []
-
-    def run_suite(options: SuiteOptions, _: Console) -> SimpleNamespace:
-        seen.append(options)
-        return SimpleNamespace(failures=[])
-
-    monkeypatch.setattr(suite, "run_suite", run_suite)
-    result = CliRunner().invoke(with_commands("bench"), ["bench", "suite", "--quick", *flag])
-    assert result.exit_code == 0, result.output
-    assert seen[0].instrumentation is expected
+    assert options_from_cli(flag, monkeypatch).instrumentation is expected
 
 
 @pytest.mark.slow

@@ -3,23 +3,17 @@ result comes back once and in order, over HTTP and over the WebSocket."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from conch_bench import suite
 from conch_bench.conch_arm import ConchEndpoint
 from conch_bench.models import BenchModel
 from conch_bench.ratios import ArmRun
 from conch_bench.stats import WorkerResult, summarize
 from conch_bench.stream_load import StreamRun, feature_rows, run_stream
 from conch_bench.stream_pass import JUDGED_ARM, PREDICT_ARM, STREAM_ARMS, stream_pass, stream_ratios
-from conch_bench.suite import SuiteOptions
-from control_plane.cli import with_commands
-from tests.bench.conftest import FEATURES
+from tests.bench.conftest import FEATURES, options_from_cli
 
 JUDGED = f"stream rows/s: {JUDGED_ARM} / {PREDICT_ARM}"
 
@@ -97,13 +91,4 @@ def test_concurrent_sends_never_make_the_reader_skip_a_row(
 def test_the_stream_option_reaches_the_suite(
     flag: list[str], expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: list[SuiteOptions] = []
-
-    def run_suite(options: SuiteOptions, _: Console) -> SimpleNamespace:
-        seen.append(options)
-        return SimpleNamespace(failures=[])
-
-    monkeypatch.setattr(suite, "run_suite", run_suite)
-    result = CliRunner().invoke(with_commands("bench"), ["bench", "suite", "--quick", *flag])
-    assert result.exit_code == 0, result.output
-    assert seen[0].streams is expected
+    assert options_from_cli(flag, monkeypatch).streams is expected
