@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from conch_manifest.layout import manifest_path
 from conch_manifest.schema import sha256_file
-from tests.control_plane.conftest import state_of
+from tests.control_plane.conftest import register_model, state_of
 from tests.control_plane.recommender_model import write_recommender
 from tests.control_plane.waiting import until, until_served
 
@@ -37,15 +37,6 @@ async def _reconcile_pass(app: FastAPI) -> None:
 
     await until(passed, "reconciliation passes stopped")
     assert reconciler.last_error is None, reconciler.last_error
-
-
-async def _register(client: httpx.AsyncClient, admin_key: str, name: str) -> int:
-    response = await client.post(
-        "/api/v1/models", json={"triton_name": name}, headers={"X-API-Key": admin_key}
-    )
-    assert response.status_code == 201, response.text
-    model_id: int = response.json()["id"]
-    return model_id
 
 
 async def _health(client: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
@@ -112,10 +103,10 @@ async def test_bad_entries_are_reported_and_skipped_while_the_rest_converges(
     good = f"cptest_after_{tag}"
     paths.append(model_repository / good)
     write_recommender(model_repository, good, seed=54)
-    healthy_id = await _register(client, admin_key, good)
+    healthy_id = await register_model(client, admin_key, good)
     model_ids.append(healthy_id)
     await until_served(client, healthy_id, predict_key)
-    model_ids.append(await _register(client, admin_key, refused))
+    model_ids.append(await register_model(client, admin_key, refused))
 
     # ...and reconciliation keeps passing, every time.
     await _reconcile_pass(app)
@@ -162,7 +153,7 @@ async def test_a_registered_model_whose_entry_breaks_says_so_and_keeps_serving(
     entry = model_repository / name
     aside = model_repository / f".cptest_aside_{tag}"
     write_recommender(model_repository, name, seed=53)
-    model_id = await _register(client, admin_key, name)
+    model_id = await register_model(client, admin_key, name)
     model_ids.append(model_id)
     paths += [entry, aside]
     await until_served(client, model_id, predict_key)
